@@ -1,0 +1,212 @@
+"""Group commit: the trio driver that turns many concurrent writes into few durable batches.
+
+Theory of operation: writers append their ops to the *open* batch and sleep until that batch is written.
+One loop (`run`) takes the open batch, puts a fresh empty one in its place, and hands the taken batch to
+`backend.write_batch` (in a worker thread when the backend blocks on disk). While that fsync runs, new
+writes gather in the new open batch, so under load one fsync acknowledges many writers; alone, a writer
+pays one fsync and no added delay (there is no timer: batching comes only from writers arriving while the
+disk is busy).
+
+Rules it keeps:
+- A write returns only after the batch holding it is durable. If write_batch fails, every writer of that
+  batch raises CommitError (the backend applied none of it); the loop goes on with the next batch.
+- The ops of one `submit` call land in one batch, in order; batches are written in the order they opened,
+  so a later submit of a key wins over an earlier one, in a batch or across batches.
+- Memory is bounded: at most one batch in flight and one open batch of up to `batch_ops_max` ops and
+  `batch_bytes_max` bytes (a single submit bigger than that still goes, alone). When the open batch is
+  full, writers wait for room: back-pressure from the disk.
+- A writer cancelled while it waits gives up waiting, not the write: its ops may still land.
+- `aclose` refuses new submits but writes every write submitted before it, including writers still
+  waiting for room. When `run` stops otherwise (cancelled: the node crashed), writes not yet written fail
+  with CommitterClosedError. Nothing is ever silently dropped.
+Reads do not queue: `get` goes straight to the backend (SQLite's WAL readers never wait for a commit).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Iterable
+
+import trio
+
+from dynamo.storage.backend import Backend, Delete, Op, Put, StorageError, check_count, check_ops
+
+BATCH_OPS_MAX_DEFAULT = 2048
+BATCH_BYTES_MAX_DEFAULT = 8 * 1024 * 1024
+
+
+class CommitError(StorageError):
+    """The batch holding this write failed; none of it was written."""
+
+
+class CommitterClosedError(StorageError):
+    """The group committer is stopped (or stopped before writing this batch)."""
+
+
+class _Batch:
+    """Ops gathered for one write_batch call, and the writers waiting on it."""
+
+    __slots__ = ("ops", "size_bytes", "ready", "done", "error")
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+        self.size_bytes = 0
+        self.ready = trio.Event()  # set when the first op arrives (or to wake the loop for closing)
+        self.done = trio.Event()  # set once written or failed; `error` tells which
+        self.error: BaseException | None = None
+
+
+class GroupCommitter:
+    """Batches writes to `backend` so one durable write_batch covers many concurrent writers.
+
+    Start `run` in a nursery (`await nursery.start(committer.run)`), or use `open_group_committer`.
+    `in_thread` defaults to `backend.blocking`: SQLite's fsync runs in a worker thread, the memory
+    backend inline (which keeps simulations deterministic).
+    """
+
+    def __init__(self, backend: Backend, *, batch_ops_max: int = BATCH_OPS_MAX_DEFAULT,
+                 batch_bytes_max: int = BATCH_BYTES_MAX_DEFAULT, in_thread: bool | None = None) -> None:
+        check_count("batch_ops_max", batch_ops_max, allow_none=False)
+        check_count("batch_bytes_max", batch_bytes_max, allow_none=False)
+        if batch_ops_max == 0 or batch_bytes_max == 0:
+            raise ValueError("batch_ops_max and batch_bytes_max must be positive")
+        self.backend = backend
+        self.batch_ops_max = batch_ops_max
+        self.batch_bytes_max = batch_bytes_max
+        self.in_thread = backend.blocking if in_thread is None else in_thread
+        self.batches_written = 0
+        self.ops_written = 0
+        self.batches_failed = 0
+        self._open = _Batch()
+        self._room = trio.lowlevel.ParkingLot()  # writers waiting for room in the open batch
+        self._room_waiters = 0  # writers parked there: submitted before any aclose, so still owed a write
+        self._state = "new"  # new -> running -> closing -> closed
+        self._stopped = trio.Event()
+
+    # -- writers -------------------------------------------------------------------------------------
+
+    async def put(self, partition: int, bucket: bytes, key: bytes, blob: bytes) -> None:
+        """Store blob under (bucket, key); returns once durable."""
+        await self.submit([Put(partition, bucket, key, blob)])
+
+    async def delete(self, bucket: bytes, key: bytes) -> None:
+        """Remove (bucket, key); returns once durable."""
+        await self.submit([Delete(bucket, key)])
+
+    async def submit(self, ops: Iterable[Op]) -> None:
+        """Write ops atomically, in order, in one batch; return once that batch is durable."""
+        ops = check_ops(ops)
+        size_bytes = sum(op.size_bytes for op in ops)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not ops:
+            return
+        self._check_accepting()
+        while True:
+            batch = self._open
+            if not batch.ops or (len(batch.ops) + len(ops) <= self.batch_ops_max
+                                 and batch.size_bytes + size_bytes <= self.batch_bytes_max):
+                break
+            self._room_waiters += 1
+            try:
+                await self._room.park()
+            finally:
+                self._room_waiters -= 1
+                if self._state == "closing":
+                    self._open.ready.set()  # a closing loop re-checks whether anyone is left
+            if self._state == "closed":
+                raise CommitterClosedError("group committer stopped before this write was queued")
+        batch.ops.extend(ops)
+        batch.size_bytes += size_bytes
+        batch.ready.set()
+        await batch.done.wait()
+        if batch.error is not None:
+            if isinstance(batch.error, CommitterClosedError):
+                raise CommitterClosedError(str(batch.error))
+            raise CommitError(f"batch of {len(batch.ops)} ops failed: {batch.error}") from batch.error
+
+    def _check_accepting(self) -> None:
+        if self._state in ("closing", "closed"):
+            raise CommitterClosedError("group committer is closed")
+
+    # -- reads ---------------------------------------------------------------------------------------
+
+    def get(self, bucket: bytes, key: bytes) -> bytes | None:
+        """The durable blob of (bucket, key), or None: a direct backend read."""
+        return self.backend.get(bucket, key)
+
+    @property
+    def mean_batch_ops(self) -> float:
+        return self.ops_written / self.batches_written if self.batches_written else math.nan
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        """Write batches until aclose(); on exit, fail whatever was not written."""
+        if self._state != "new":
+            raise RuntimeError("GroupCommitter.run() can only be called once")
+        self._state = "running"
+        task_status.started()
+        try:
+            while True:
+                batch = self._open
+                if not batch.ops and self._state == "closing" and not self._room_waiters:
+                    return
+                await batch.ready.wait()
+                if not batch.ops:
+                    continue  # woken by aclose with nothing to write
+                self._open = _Batch()
+                self._room.unpark_all()
+                await self._write(batch)
+        finally:
+            self._stop()
+
+    def _stop(self) -> None:
+        self._state = "closed"
+        self._open.error = CommitterClosedError("group committer stopped before writing this batch")
+        self._open.done.set()
+        self._room.unpark_all()
+        self._stopped.set()
+
+    async def _write(self, batch: _Batch) -> None:
+        try:
+            if self.in_thread:
+                # Not abandoned on cancel: the thread finishes the transaction and we learn its outcome.
+                await trio.to_thread.run_sync(self.backend.write_batch, batch.ops)
+            else:
+                self.backend.write_batch(batch.ops)
+        except Exception as exc:
+            batch.error = exc
+            self.batches_failed += 1
+        except BaseException:
+            batch.error = CommitterClosedError("group committer stopped while writing; outcome unknown")
+            raise
+        else:
+            self.batches_written += 1
+            self.ops_written += len(batch.ops)
+        finally:
+            batch.done.set()
+        if not self.in_thread:
+            await trio.lowlevel.checkpoint()  # let the writers just released (and others) run
+
+    async def aclose(self) -> None:
+        """Stop accepting writes, write what is queued, and wait for `run` to return."""
+        if self._state == "new":
+            self._stop()
+        if self._state == "running":
+            self._state = "closing"
+            self._open.ready.set()
+        await self._stopped.wait()
+
+
+@asynccontextmanager
+async def open_group_committer(backend: Backend, **options) -> AsyncIterator[GroupCommitter]:
+    """`async with open_group_committer(backend) as committer:` runs the loop for the block's lifetime
+    and, on a normal exit, writes everything queued before returning."""
+    committer = GroupCommitter(backend, **options)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(committer.run)
+        try:
+            yield committer
+        finally:
+            await committer.aclose()

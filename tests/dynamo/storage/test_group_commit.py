@@ -1,0 +1,246 @@
+"""The group committer over each backend: batching, bounds, ordering, failures, cancellation, shutdown."""
+
+import threading
+
+import pytest
+import trio
+import trio.testing
+
+from dynamo.storage import (
+    CommitError,
+    CommitterClosedError,
+    Delete,
+    GroupCommitter,
+    InvalidOperationError,
+    Put,
+    open_group_committer,
+)
+
+
+async def put_all(committer, names, blob=b"v"):
+    async with trio.open_nursery() as nursery:
+        for name in names:
+            nursery.start_soon(committer.put, 0, b"b", name, blob + name)
+
+
+def test_concurrent_puts_share_fsyncs(make_backend):
+    backend = make_backend(recording=True)
+    names = [b"k%02d" % i for i in range(50)]
+
+    async def main():
+        async with open_group_committer(backend) as committer:
+            await put_all(committer, names)
+            assert committer.ops_written == 50
+            return committer.batches_written
+
+    batches_written = trio.run(main)
+    assert len(backend.attempts) == batches_written
+    assert len(backend.attempts) < 50  # 50 writers at once did not pay 50 fsyncs
+    for name in names:
+        assert backend.get(b"b", name) == b"v" + name
+
+
+def test_batches_are_bounded(make_backend):
+    backend = make_backend(recording=True)
+    names = [b"k%02d" % i for i in range(40)]
+
+    async def main():
+        async with open_group_committer(backend, batch_ops_max=4, batch_bytes_max=10_000) as committer:
+            await put_all(committer, names[:20])
+            await put_all(committer, names[20:], blob=b"x" * 3000)  # ~3 KB each: 3 per batch at most
+
+    trio.run(main)
+    assert all(len(ops) <= 4 for ops in backend.attempts)
+    assert all(sum(op.size_bytes for op in ops) <= 10_000 for ops in backend.attempts)
+    assert sum(len(ops) for ops in backend.attempts) == 40
+    assert all(backend.get(b"b", name) is not None for name in names)
+
+
+def test_a_submit_bigger_than_a_batch_still_goes(make_backend):
+    backend = make_backend()
+
+    async def main():
+        async with open_group_committer(backend, batch_ops_max=2, batch_bytes_max=100) as committer:
+            await committer.submit([Put(0, b"b", b"k%d" % i, b"x" * 500) for i in range(5)])
+
+    trio.run(main)
+    assert backend.count(0) == 5
+
+
+def test_failed_batch_raises_in_every_writer_and_writes_nothing(make_backend):
+    backend = make_backend(recording=True)
+    backend.fail_if = lambda ops: any(op.key == b"poison" for op in ops)
+    names = [b"k%02d" % i for i in range(19)] + [b"poison"]
+    outcome = {}
+
+    async def writer(committer, name):
+        try:
+            await committer.put(0, b"b", name, b"v")
+            outcome[name] = "ok"
+        except CommitError as exc:
+            assert "injected write failure" in str(exc)
+            outcome[name] = "failed"
+
+    async def main():
+        async with open_group_committer(backend) as committer:
+            async with trio.open_nursery() as nursery:
+                for name in names:
+                    nursery.start_soon(writer, committer, name)
+            await committer.put(0, b"b", b"later", b"v")  # the committer goes on after a failure
+            assert committer.batches_failed >= 1
+
+    trio.run(main)
+    failed_batches = [ops for ops in backend.attempts if backend.fail_if(ops)]
+    in_failed = {op.key for ops in failed_batches for op in ops}
+    assert max(len(ops) for ops in failed_batches) > 1  # the failure reached several writers at once
+    assert {n for n, o in outcome.items() if o == "failed"} == in_failed
+    assert {n for n, o in outcome.items() if o == "ok"} == set(names) - in_failed
+    assert all(backend.get(b"b", name) is None for name in in_failed)
+    assert backend.get(b"b", b"later") == b"v"
+
+
+def test_order_later_submit_wins(make_backend):
+    backend = make_backend()
+
+    async def main():
+        async with open_group_committer(backend) as committer:
+            await committer.submit([Put(0, b"b", b"k", b"1"), Put(0, b"b", b"k", b"2")])
+            assert committer.get(b"b", b"k") == b"2"
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(committer.put, 0, b"b", b"j", b"first")
+                await trio.testing.wait_all_tasks_blocked()  # the first put is queued or in flight
+                nursery.start_soon(committer.put, 0, b"b", b"j", b"second")
+                nursery.start_soon(committer.delete, b"b", b"k")
+            assert committer.get(b"b", b"j") == b"second"
+            assert committer.get(b"b", b"k") is None
+
+    trio.run(main)
+
+
+def test_bad_ops_are_refused_before_queueing(make_backend):
+    backend = make_backend()
+
+    async def main():
+        async with open_group_committer(backend) as committer:
+            with pytest.raises(InvalidOperationError):
+                await committer.submit([Put(0, b"b", b"k", b"v"), "junk"])
+            with pytest.raises(InvalidOperationError):
+                await committer.put(0, b"b", "k", b"v")
+            await committer.submit([])
+
+    trio.run(main)
+    assert backend.count() == 0
+
+
+def test_cancelled_writer_does_not_cancel_the_write(make_backend):
+    backend = make_backend(recording=True)
+    backend.gate = threading.Event()
+
+    async def cancel_when_writing(scope):
+        await trio.to_thread.run_sync(backend.entered.wait)  # the batch is inside write_batch
+        scope.cancel()
+
+    async def main():
+        committer = GroupCommitter(backend, in_thread=True)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(committer.run)
+            with trio.CancelScope() as scope:
+                nursery.start_soon(cancel_when_writing, scope)
+                await committer.put(0, b"b", b"k", b"v")
+            assert scope.cancelled_caught
+            backend.gate.set()
+            await committer.aclose()
+        assert committer.batches_written == 1
+
+    trio.run(main)
+    assert backend.get(b"b", b"k") == b"v"  # the write went on without its waiter
+
+
+def test_stopping_fails_unwritten_writes(make_backend):
+    """Cancelling run (a crash) while batch 1 is being written: batch 1 completes and is acknowledged;
+    batch 2, still open, fails with CommitterClosedError and is not in the store; later writes fail."""
+    backend = make_backend(recording=True)
+    backend.gate = threading.Event()
+    outcome = {}
+
+    async def writer(committer, name):
+        try:
+            await committer.put(0, b"b", name, b"v")
+            outcome[name] = "ok"
+        except CommitterClosedError:
+            outcome[name] = "closed"
+
+    async def main():
+        committer = GroupCommitter(backend, in_thread=True)
+        async with trio.open_nursery() as nursery:
+            run_scope = trio.CancelScope()
+
+            async def run():
+                with run_scope:
+                    await committer.run()
+
+            nursery.start_soon(run)
+            nursery.start_soon(writer, committer, b"first")
+            await trio.to_thread.run_sync(backend.entered.wait)
+            nursery.start_soon(writer, committer, b"second")
+            await trio.testing.wait_all_tasks_blocked()
+            run_scope.cancel()
+            backend.gate.set()
+        with pytest.raises(CommitterClosedError):
+            await committer.put(0, b"b", b"third", b"v")
+
+    trio.run(main)
+    assert outcome == {b"first": "ok", b"second": "closed"}
+    assert backend.get(b"b", b"first") == b"v"
+    assert backend.get(b"b", b"second") is None
+
+
+def test_aclose_writes_everything_queued(make_backend):
+    backend = make_backend()
+    names = [b"k%02d" % i for i in range(30)]
+
+    async def main():
+        committer = GroupCommitter(backend, batch_ops_max=3)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(committer.run)
+            for name in names:
+                nursery.start_soon(committer.put, 0, b"b", name, b"v")
+            await trio.testing.wait_all_tasks_blocked()
+            await committer.aclose()
+            with pytest.raises(CommitterClosedError):
+                await committer.put(0, b"b", b"late", b"v")
+        with pytest.raises(RuntimeError):
+            await committer.run()
+
+    trio.run(main)
+    assert backend.count() == 30
+    assert backend.get(b"b", b"late") is None
+
+
+def test_writes_queued_before_run_starts_are_written(make_backend):
+    backend = make_backend()
+
+    async def main():
+        committer = GroupCommitter(backend)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(committer.put, 0, b"b", b"early", b"v")
+            await trio.testing.wait_all_tasks_blocked()
+            assert backend.get(b"b", b"early") is None
+            await nursery.start(committer.run)
+            await committer.aclose()
+            assert backend.get(b"b", b"early") == b"v"
+
+    trio.run(main)
+
+
+def test_delete_through_committer(make_backend):
+    backend = make_backend()
+
+    async def main():
+        async with open_group_committer(backend) as committer:
+            await committer.put(1, b"b", b"k", b"v")
+            await committer.submit([Delete(b"b", b"k"), Put(1, b"b", b"k2", b"w")])
+
+    trio.run(main)
+    assert backend.get(b"b", b"k") is None
+    assert list(backend.iterate(1)) == [(b"b", b"k2", b"w")]

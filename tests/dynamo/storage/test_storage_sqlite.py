@@ -1,0 +1,132 @@
+"""What only the SQLite backend has: files, schema versions, durability settings, threads, rollback."""
+
+import sqlite3
+import threading
+
+import pytest
+
+from dynamo.storage import (
+    SCHEMA_VERSION,
+    Put,
+    SchemaVersionError,
+    SqliteBackend,
+    StorageError,
+    StorageOpenError,
+)
+
+
+def test_missing_directories_are_created_and_data_persists(tmp_path):
+    path = tmp_path / "a" / "b" / "store.sqlite3"
+    with SqliteBackend(path) as backend:
+        backend.write_batch([Put(7, b"b", b"k", b"v")])
+    assert path.is_file()
+    with SqliteBackend(path) as backend:
+        assert backend.get(b"b", b"k") == b"v"
+        assert backend.partitions() == {7}
+
+
+def test_durability_settings(tmp_path):
+    with SqliteBackend(tmp_path / "s.db") as backend:
+        writer = backend._writer
+        assert writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert writer.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: a WAL commit fsyncs
+
+
+def test_schema_version_mismatch_fails_clearly(tmp_path):
+    path = tmp_path / "s.db"
+    SqliteBackend(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (SCHEMA_VERSION + 1,))
+    conn.close()
+    with pytest.raises(SchemaVersionError, match=f"schema version {SCHEMA_VERSION + 1}"):
+        SqliteBackend(path)
+    with pytest.raises(ValueError):  # callers may catch it as bad input
+        SqliteBackend(path)
+
+
+def test_foreign_sqlite_database_is_refused(tmp_path):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    with pytest.raises(StorageOpenError, match="another program"):
+        SqliteBackend(path)
+
+
+def test_garbage_file_is_refused(tmp_path):
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"this is not a database, just bytes " * 200)
+    with pytest.raises(StorageOpenError, match="not a database"):
+        SqliteBackend(path)
+    assert path.read_bytes().startswith(b"this is not a database")  # left untouched
+
+
+def test_bad_paths_are_refused(tmp_path):
+    with pytest.raises(StorageOpenError, match="is a directory"):
+        SqliteBackend(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StorageOpenError):
+        SqliteBackend(blocker / "sub" / "store.sqlite3")
+
+
+def test_one_open_store_per_file(tmp_path):
+    path = tmp_path / "s.db"
+    first = SqliteBackend(path)
+    with pytest.raises(StorageOpenError, match="already open"):
+        SqliteBackend(path)
+    first.close()
+    SqliteBackend(path).close()
+
+
+def test_failed_transaction_rolls_back_whole_batch(tmp_path):
+    with SqliteBackend(tmp_path / "s.db") as backend:
+        backend.write_batch([Put(0, b"b", b"kept", b"old")])
+        # Make SQLite itself fail half way through the transaction: blobs over 1000 bytes are refused.
+        backend._writer.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1000)
+        with pytest.raises(StorageError, match="failed"):
+            backend.write_batch([Put(0, b"b", b"kept", b"new"), Put(0, b"b", b"first", b"x"),
+                                 Put(0, b"b", b"big", b"x" * 2000)])
+        assert backend.get(b"b", b"kept") == b"old"
+        assert backend.get(b"b", b"first") is None
+        backend.write_batch([Put(0, b"b", b"after", b"y")])  # the connection is usable again
+        assert backend.get(b"b", b"after") == b"y"
+
+
+def test_reads_from_threads_while_committing(tmp_path):
+    """A writer thread commits batches while reader threads read: no errors, and every write a reader
+    learns has returned is visible to it (read-your-writes across connections)."""
+    backend = SqliteBackend(tmp_path / "s.db")
+    written = []  # keys whose write_batch returned, appended by the writer
+    errors = []
+    stop = threading.Event()
+
+    def writer():
+        try:
+            for i in range(60):
+                backend.write_batch([Put(i % 4, b"b", b"%04d" % i, b"v%d" % i)])
+                written.append(i)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    def reader():
+        try:
+            while not stop.is_set():
+                done = list(written)
+                for i in done[-5:]:
+                    assert backend.get(b"b", b"%04d" % i) == b"v%d" % i
+                seen = [k for p in range(4) for _, k, _ in backend.iterate(p, page_rows=4)]
+                assert len(seen) >= len(done)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    backend.close()
+    assert errors == []
+    assert len(written) == 60
