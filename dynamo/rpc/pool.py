@@ -1,0 +1,258 @@
+"""The calling side of node-to-node RPC: one persistent, multiplexed connection per peer.
+
+Theory of operation
+-------------------
+`PeerPool` keeps, per peer, at most one authenticated connection, dialled on first use and shared by every
+caller. Each call takes the next request id on that connection, queues its frame on the link's outbox (the
+writer batches it with whatever else is queued) and waits for the reply carrying its id; replies may come in
+any order. Every call has a deadline: past it the caller gets RpcTimeout and a late reply is dropped.
+
+Failure rules:
+- A dial that fails (refused, timed out, handshake rejected, or the peer is not the node we asked for) puts
+  the peer in backoff: the next attempt is allowed after an exponentially growing, capped, jittered delay.
+  While backing off, calls fail at once with RpcUnavailable instead of waiting out their deadline, so the
+  coordinator can move on to a fallback replica. The first call after the delay dials again.
+- When a connection drops, every call waiting on it fails with RpcUnavailable; the next call re-dials at once
+  (a connection that worked is not yet a reason to back off).
+- The dial runs in the pool's own nursery, not in the caller's cancel scope, so one impatient caller does
+  not abort a dial that others are waiting for.
+
+The pool needs a nursery to host its connections: `async with PeerPool(...) as pool`, or
+`await nursery.start(pool.run)` in the owner's nursery. Time comes from trio's clock (MockClock works).
+"""
+
+import dataclasses
+import logging
+import math
+import random
+from typing import Any
+
+import trio
+
+from dynamo.rpc import frame
+from dynamo.rpc.frame import FrameDecoder, FrameError, encode_frame
+from dynamo.rpc.handshake import HandshakeError, Role
+from dynamo.rpc.transport import (HANDSHAKE_FRAME_BYTES_MAX, SIZE_BYTES_MAX, Link, RpcRemoteError,
+                                  RpcTimeout, RpcUnavailable, authenticate, describe_error,
+                                  new_handshake)
+
+log = logging.getLogger("dynamo.rpc")
+
+
+class _PendingCall:
+    """A caller parked until its reply (or the end of its connection) arrives."""
+
+    __slots__ = ("event", "msg", "failure")
+
+    def __init__(self):
+        self.event = trio.Event()
+        self.msg: dict | None = None
+        self.failure: Exception | None = None
+
+    def outcome(self) -> Any:
+        if self.failure is not None:
+            raise self.failure
+        assert self.msg is not None
+        if self.msg["t"] == frame.ERROR:
+            raise RpcRemoteError(self.msg["e"], self.msg["k"])
+        return self.msg["b"]
+
+
+class _ClientLink(Link):
+    def __init__(self, stream, decoder, peer_id: str, size_bytes_max: int):
+        super().__init__(stream, decoder, peer_id)
+        self._size_bytes_max = size_bytes_max
+        self._pending: dict[int, _PendingCall] = {}
+        self._next_id = 1
+
+    async def call(self, type_: str, body: Any) -> Any:
+        request_id = self._next_id
+        self._next_id = request_id + 1 if request_id < frame.REQUEST_ID_MAX else 1
+        data = encode_frame(frame.request(request_id, type_, body), self._size_bytes_max)
+        pending = self._pending[request_id] = _PendingCall()
+        try:
+            await self.outbox.put(data)
+            await pending.event.wait()
+        finally:
+            self._pending.pop(request_id, None)
+        return pending.outcome()
+
+    async def on_message(self, msg: dict, nursery: trio.Nursery) -> None:
+        if msg["t"] != frame.REPLY and msg["t"] != frame.ERROR:
+            raise FrameError(f"unexpected {msg['t']!r} frame on a client connection")
+        pending = self._pending.get(msg["id"])
+        if pending is not None:  # else the caller gave up (deadline) and the reply is late: drop it
+            pending.msg = msg
+            pending.event.set()
+
+    def on_close(self, reason: str) -> None:
+        failure = RpcUnavailable(f"connection to {self.peer_id} lost: {reason}")
+        for pending in self._pending.values():
+            if not pending.event.is_set():
+                pending.failure = failure
+                pending.event.set()
+
+
+@dataclasses.dataclass
+class _Peer:
+    peer_id: str
+    address: tuple[str, int]
+    link: _ClientLink | None = None
+    dialling: trio.Event | None = None
+    failures: int = 0
+    retry_at_s: float = -math.inf
+    last_error: str = ""
+
+
+class PeerPool:
+    """Calls other nodes: `set_address` each peer, then `call` / `cast` by peer id."""
+
+    def __init__(self, node_id: str, cluster: str, secret, *, size_bytes_max: int = SIZE_BYTES_MAX,
+                 connect_timeout_s: float = 2.0, backoff_min_s: float = 0.05, backoff_max_s: float = 5.0,
+                 rng: random.Random | None = None):
+        new_handshake(Role.CLIENT, node_id, cluster, secret)  # validates the identity arguments now
+        if not 0 < backoff_min_s <= backoff_max_s or connect_timeout_s <= 0:
+            raise ValueError("need 0 < backoff_min_s <= backoff_max_s and connect_timeout_s > 0")
+        self.node_id, self.cluster, self._secret = node_id, cluster, secret
+        self.size_bytes_max = size_bytes_max
+        self.connect_timeout_s = connect_timeout_s
+        self.backoff_min_s, self.backoff_max_s = backoff_min_s, backoff_max_s
+        self._rng = rng or random.Random()
+        self._peers: dict[str, _Peer] = {}
+        self._nursery: trio.Nursery | None = None
+        self._outer = None  # the nursery `async with` opens around `run`
+        self._exit_scope: trio.CancelScope | None = None
+
+    # -- lifetime ---------------------------------------------------------------------------------------
+
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Host the pool's connections until cancelled."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started(self)
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+
+    async def __aenter__(self) -> "PeerPool":
+        self._outer = trio.open_nursery()
+        nursery = await self._outer.__aenter__()
+        self._exit_scope = nursery.cancel_scope
+        await nursery.start(self.run)
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        assert self._exit_scope is not None and self._outer is not None
+        self._exit_scope.cancel()
+        # The body's own exception is not handed to the nursery, so it leaves unchanged instead of
+        # wrapped in an ExceptionGroup; the nursery only has the pool's (cancelled) tasks to wait for.
+        await self._outer.__aexit__(None, None, None)
+        return False
+
+    # -- peers ------------------------------------------------------------------------------------------
+
+    def set_address(self, peer_id: str, host: str, port: int) -> None:
+        """Add a peer or move it; a move drops the old connection and forgets the backoff."""
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            self._peers[peer_id] = _Peer(peer_id, (host, port))
+        elif peer.address != (host, port):
+            peer.address, peer.failures, peer.retry_at_s = (host, port), 0, -math.inf
+            if peer.link is not None:
+                peer.link.close()
+
+    def remove(self, peer_id: str) -> None:
+        peer = self._peers.pop(peer_id, None)
+        if peer is not None and peer.link is not None:
+            peer.link.close()
+
+    def is_connected(self, peer_id: str) -> bool:
+        peer = self._peers.get(peer_id)
+        return peer is not None and peer.link is not None and peer.link.is_open
+
+    # -- calls ------------------------------------------------------------------------------------------
+
+    async def call(self, peer_id: str, type_: str, body: Any, timeout_s: float) -> Any:
+        """Send a request and return the reply body. Raises RpcTimeout, RpcUnavailable, RpcRemoteError;
+        FrameError (a ValueError) if the request is over the frame limit."""
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        with trio.move_on_after(timeout_s):
+            link = await self._link(peer_id)
+            return await link.call(type_, body)
+        raise RpcTimeout(f"no reply to {type_!r} from {peer_id} within {timeout_s}s")
+
+    async def cast(self, peer_id: str, type_: str, body: Any) -> bool:
+        """Send a one-way message, best effort: return whether it was queued (dialling if needed)."""
+        data = encode_frame(frame.one_way(type_, body), self.size_bytes_max)
+        with trio.move_on_after(self.connect_timeout_s):
+            try:
+                link = await self._link(peer_id)
+            except RpcUnavailable:
+                return False
+            return link.outbox.put_nowait(data)
+        return False
+
+    async def _link(self, peer_id: str) -> _ClientLink:
+        if self._nursery is None:
+            raise RpcUnavailable("the peer pool is not running")
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            raise RpcUnavailable(f"no address for peer {peer_id}")
+        if peer.link is not None and peer.link.is_open:
+            return peer.link
+        now_s = trio.current_time()
+        if now_s < peer.retry_at_s:
+            raise RpcUnavailable(f"{peer_id} unreachable ({peer.last_error}); "
+                                 f"backing off for {peer.retry_at_s - now_s:.2f}s")
+        if peer.dialling is None:
+            peer.dialling = trio.Event()
+            self._nursery.start_soon(self._dial, peer)
+        await peer.dialling.wait()
+        if peer.link is not None and peer.link.is_open:
+            return peer.link
+        raise RpcUnavailable(f"{peer_id} unreachable: {peer.last_error}")
+
+    async def _dial(self, peer: _Peer) -> None:
+        assert self._nursery is not None
+        stream = None
+        try:
+            with trio.fail_after(self.connect_timeout_s):
+                stream = await trio.open_tcp_stream(*peer.address)
+                decoder = FrameDecoder(HANDSHAKE_FRAME_BYTES_MAX)
+                handshake = new_handshake(Role.CLIENT, self.node_id, self.cluster, self._secret, peer.peer_id)
+                await authenticate(stream, handshake, decoder)
+            decoder.size_bytes_max = self.size_bytes_max
+            peer.link = _ClientLink(stream, decoder, peer.peer_id, self.size_bytes_max)
+            stream = None  # the link owns it now
+            peer.failures, peer.retry_at_s = 0, -math.inf
+            self._nursery.start_soon(self._run_link, peer, peer.link)
+        except (OSError, trio.TooSlowError, HandshakeError, FrameError,
+                trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._back_off(peer, describe_error(exc))
+        finally:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            event, peer.dialling = peer.dialling, None
+            assert event is not None
+            event.set()
+
+    def _back_off(self, peer: _Peer, reason: str) -> None:
+        peer.failures += 1
+        delay_s = min(self.backoff_max_s, self.backoff_min_s * 2 ** min(peer.failures - 1, 62))
+        delay_s *= self._rng.uniform(0.5, 1.0)  # jitter: peers that lost a node together don't redial together
+        peer.retry_at_s = trio.current_time() + delay_s
+        peer.last_error = reason
+        log.warning("rpc: cannot reach %s at %s:%s: %s (retry in %.2fs)",
+                    peer.peer_id, *peer.address, reason, delay_s)
+
+    async def _run_link(self, peer: _Peer, link: _ClientLink) -> None:
+        try:
+            reason = await link.run()
+            log.info("rpc: connection to %s ended: %s", peer.peer_id, reason)
+        finally:
+            if peer.link is link:
+                peer.link = None
+            await trio.aclose_forcefully(link.stream)
+
