@@ -1,0 +1,410 @@
+"""The h11-on-trio server against raw sockets: keep-alive, pipelining, HEAD, 100-continue, limits.
+
+Every test runs a real server on 127.0.0.1 port 0 inside trio.run, talks to it with plain trio TCP
+streams and a tiny response reader, and is bounded by trio.fail_after. After each refusal the test
+checks that a well-behaved client is still served.
+"""
+
+import logging
+
+import pytest
+import trio
+
+from dynamo.http.message import Response
+from dynamo.http.server import HttpServer, Limits
+
+TIMEOUT_S = 10
+
+
+class RawClient:
+    """Reads HTTP/1.1 responses off a stream; relies on Content-Length, as the server always sends it."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.buffer = b""
+
+    async def send(self, data: bytes):
+        await self.stream.send_all(data)
+
+    async def _fill(self) -> bool:
+        chunk = await self.stream.receive_some(65536)
+        self.buffer += chunk
+        return bool(chunk)
+
+    async def read_head(self):
+        while b"\r\n\r\n" not in self.buffer:
+            if not await self._fill():
+                raise EOFError(f"connection closed mid-head: {self.buffer!r}")
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers.setdefault(name.strip().lower(), []).append(value.strip())
+        return int(status_line.split(" ")[1]), headers
+
+    async def read_response(self, head_request=False):
+        status, headers = await self.read_head()
+        if status in (204, 304) or 100 <= status < 200:
+            return status, headers, b""
+        assert "content-length" in headers, headers  # the server always frames with Content-Length
+        length = 0 if head_request else int(headers["content-length"][0])
+        while len(self.buffer) < length:
+            if not await self._fill():
+                raise EOFError("connection closed mid-body")
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return status, headers, body
+
+    async def at_eof(self) -> bool:
+        """True once the server has closed (EOF or reset) with nothing more to read."""
+        try:
+            return not self.buffer and not await self._fill()
+        except trio.BrokenResourceError:
+            return True
+
+
+def get(path: str, extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n".encode("latin-1")
+
+
+def put(path: str, body: bytes, extra: str = "") -> bytes:
+    head = f"PUT {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    return head.encode("latin-1") + body
+
+
+class EchoApp:
+    """Echoes method, path and body; /boom raises; /slow waits for `release`. Records every call."""
+
+    def __init__(self):
+        self.calls = []
+        self.release = trio.Event()
+        self.entered_slow = trio.Event()
+        self.active = 0
+        self.active_max = 0
+
+    async def __call__(self, request):
+        self.calls.append(request)
+        self.active += 1
+        self.active_max = max(self.active_max, self.active)
+        try:
+            if request.path == "/boom":
+                raise RuntimeError("secret-detail-42")
+            if request.path == "/slow":
+                self.entered_slow.set()
+                await self.release.wait()
+            if request.path == "/bad-header":
+                return Response(200, (("X-Evil", "a\r\nInjected: yes"),), b"x")
+            if request.path == "/lying-length":
+                return Response(200, (("Content-Length", "999"),), b"short")
+            if request.path == "/empty":
+                return Response(204, (), b"ignored body")
+            if request.path == "/bytes-header":
+                return Response(200, ((b"X-Bytes", b"no"),), b"x")
+            if request.path == "/nap":
+                await trio.sleep(0.6)
+            await trio.sleep(0)
+            body = f"{request.method} {request.path}|".encode() + request.body
+            return Response(200, (("Content-Type", "text/plain"),), body)
+        finally:
+            self.active -= 1
+
+
+def run_with_server(test, app=None, **limits):
+    """trio.run `test(connect, app)` with a server on a free port; connect() opens a RawClient."""
+    app = app or EchoApp()
+
+    async def main():
+        with trio.fail_after(TIMEOUT_S):
+            async with trio.open_nursery() as nursery:
+                server = HttpServer(app, Limits(**limits))
+                listeners = await nursery.start(server.serve, "127.0.0.1", 0)
+                port = listeners[0].socket.getsockname()[1]
+
+                async def connect():
+                    return RawClient(await trio.open_tcp_stream("127.0.0.1", port))
+
+                await test(connect, app)
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    return app
+
+
+async def assert_serves_good_client(connect):
+    client = await connect()
+    await client.send(get("/still-alive"))
+    status, _, body = await client.read_response()
+    assert (status, body) == (200, b"GET /still-alive|")
+
+
+def test_keep_alive_serves_several_requests_on_one_connection():
+    async def test(connect, app):
+        client = await connect()
+        for index in range(4):
+            await client.send(put(f"/k{index}", f"v{index}".encode()))
+            status, headers, body = await client.read_response()
+            assert (status, body) == (200, f"PUT /k{index}|v{index}".encode())
+            assert headers["server"] == ["dynamo/0.1"]
+            assert headers["content-length"] == [str(len(body))]
+            assert "date" in headers
+
+    app = run_with_server(test)
+    assert len(app.calls) == 4
+
+
+def test_pipelined_requests_are_answered_in_order_one_at_a_time():
+    async def test(connect, app):
+        client = await connect()
+        await client.send(get("/a") + put("/b", b"body-b") + get("/c"))
+        answers = [await client.read_response() for _ in range(3)]
+        assert [(status, body) for status, _, body in answers] == [
+            (200, b"GET /a|"), (200, b"PUT /b|body-b"), (200, b"GET /c|")]
+        assert app.active_max == 1
+
+    run_with_server(test)
+
+
+def test_head_sends_get_headers_without_body_and_keeps_the_connection():
+    async def test(connect, app):
+        client = await connect()
+        await client.send(b"HEAD /h HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, headers, body = await client.read_response(head_request=True)
+        assert status == 200
+        assert headers["content-length"] == [str(len(b"HEAD /h|"))]
+        await client.send(get("/after"))  # a stray body would be read as this response's head
+        assert (await client.read_response())[2] == b"GET /after|"
+
+    run_with_server(test)
+
+
+def test_expect_100_continue_gets_continue_before_the_body():
+    async def test(connect, app):
+        client = await connect()
+        await client.send(b"PUT /c HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        status, _ = await client.read_head()
+        assert status == 100
+        assert app.calls == []
+        await client.send(b"hello")
+        status, _, body = await client.read_response()
+        assert (status, body) == (200, b"PUT /c|hello")
+
+    run_with_server(test)
+
+
+def test_declared_oversized_body_is_refused_with_413_before_the_app():
+    async def test(connect, app):
+        client = await connect()
+        await client.send(b"PUT /big HTTP/1.1\r\nHost: t\r\nContent-Length: 101\r\n"
+                          b"Expect: 100-continue\r\n\r\n")
+        status, headers, body = await client.read_response()
+        assert status == 413  # and no 100 Continue came first
+        assert headers["content-type"] == ["text/plain"]
+        assert body.endswith(b"\n") and body.count(b"\n") == 1
+        assert await client.at_eof()
+        await assert_serves_good_client(connect)
+
+    app = run_with_server(test, body_bytes_max=100)
+    assert [call.path for call in app.calls] == ["/still-alive"]
+
+
+def test_chunked_body_over_the_limit_is_refused_with_413():
+    async def test(connect, app):
+        client = await connect()
+        await client.send(b"PUT /big HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(3):
+            await client.send(b"40\r\n" + b"x" * 64 + b"\r\n")
+        status, _, _ = await client.read_response()
+        assert status == 413
+        assert await client.at_eof()
+        await assert_serves_good_client(connect)
+
+    app = run_with_server(test, body_bytes_max=100)
+    assert [call.path for call in app.calls] == ["/still-alive"]
+
+
+def test_body_exactly_at_the_limit_is_accepted_chunked_or_not():
+    async def test(connect, app):
+        client = await connect()
+        await client.send(put("/edge", b"y" * 100))
+        assert (await client.read_response())[0] == 200
+        await client.send(b"PUT /edge2 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          b"32\r\n" + b"z" * 50 + b"\r\n32\r\n" + b"z" * 50 + b"\r\n0\r\n\r\n")
+        status, _, body = await client.read_response()
+        assert (status, body) == (200, b"PUT /edge2|" + b"z" * 100)
+
+    run_with_server(test, body_bytes_max=100)
+
+
+def test_too_many_inflight_requests_get_503_with_retry_after():
+    async def test(connect, app):
+        slow = await connect()
+        await slow.send(get("/slow"))
+        await app.entered_slow.wait()
+        other = await connect()
+        await other.send(get("/fast"))
+        status, headers, body = await other.read_response()
+        assert status == 503
+        assert headers["retry-after"] == ["1"]
+        assert headers["content-type"] == ["text/plain"]
+        app.release.set()
+        assert (await slow.read_response())[0] == 200
+        await other.send(get("/again"))  # the refused connection stays usable
+        assert (await other.read_response())[2] == b"GET /again|"
+
+    app = run_with_server(test, inflight_max=1)
+    assert "/fast" not in [call.path for call in app.calls]
+
+
+def test_app_exception_is_500_plain_text_and_logged_not_sent(caplog):
+    async def test(connect, app):
+        client = await connect()
+        await client.send(get("/boom"))
+        status, headers, body = await client.read_response()
+        assert (status, body) == (500, b"internal error\n")
+        assert headers["content-type"] == ["text/plain"]
+        await client.send(get("/next"))
+        assert (await client.read_response())[2] == b"GET /next|"
+
+    with caplog.at_level(logging.ERROR, logger="dynamo.http.server"):
+        run_with_server(test)
+    failures = [record for record in caplog.records if record.exc_info]
+    assert len(failures) == 1
+    assert "secret-detail-42" in str(failures[0].exc_info[1])
+
+
+def test_garbage_bytes_get_400_then_close():
+    async def test(connect, app):
+        client = await connect()
+        await client.send(b"\x16\x03\x01\x02\x00garbage that is not http\r\n\r\n")
+        status, headers, body = await client.read_response()
+        assert status == 400
+        assert headers["content-type"] == ["text/plain"]
+        assert b"Traceback" not in body
+        assert await client.at_eof()
+        await assert_serves_good_client(connect)
+
+    app = run_with_server(test)
+    assert [call.path for call in app.calls] == ["/still-alive"]
+
+
+def test_oversized_header_block_is_refused_then_closed():
+    big = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 3000 + b"\r\n"
+
+    async def test(connect, app):
+        whole = await connect()  # the whole head in one write
+        await whole.send(big + b"\r\n")
+        assert (await whole.read_response())[0] == 431
+        assert await whole.at_eof()
+        piecemeal = await connect()  # the head never completes: h11's buffer bound trips
+        await piecemeal.send(big)
+        assert (await piecemeal.read_response())[0] == 431
+        assert await piecemeal.at_eof()
+        await assert_serves_good_client(connect)
+
+    app = run_with_server(test, header_bytes_max=1024)
+    assert [call.path for call in app.calls] == ["/still-alive"]
+
+
+def test_idle_connection_is_closed_after_the_timeout():
+    async def test(connect, app):
+        client = await connect()
+        assert await client.at_eof()  # nothing sent: the server hangs up on its own
+        await assert_serves_good_client(connect)
+
+    run_with_server(test, idle_timeout_s=0.2)
+
+
+def test_a_slow_app_is_not_idle_but_a_stalled_body_is():
+    async def test(connect, app):
+        client = await connect()
+        await client.send(get("/nap"))  # the app takes longer than the idle timeout
+        assert (await client.read_response())[2] == b"GET /nap|"
+        stalled = await connect()
+        await stalled.send(b"PUT /k HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+        assert await stalled.at_eof()
+        await assert_serves_good_client(connect)
+
+    app = run_with_server(test, idle_timeout_s=0.2)
+    assert "/k" not in [call.path for call in app.calls]
+
+
+def test_http_1_0_gets_one_answer_then_close():
+    async def test(connect, app):
+        client = await connect()
+        await client.send(b"GET /old HTTP/1.0\r\n\r\n")
+        status, _, body = await client.read_response()
+        assert (status, body) == (200, b"GET /old|")
+        assert await client.at_eof()
+
+    run_with_server(test)
+
+
+def test_invalid_app_response_becomes_500_and_framing_is_the_servers():
+    async def test(connect, app):
+        client = await connect()
+        await client.send(get("/bad-header"))
+        status, headers, _ = await client.read_response()
+        assert status == 500 and "injected" not in headers
+        await client.send(get("/bytes-header"))
+        assert (await client.read_response())[0] == 500
+        await client.send(get("/lying-length"))
+        status, headers, body = await client.read_response()
+        assert (status, headers["content-length"], body) == (200, ["5"], b"short")
+        await client.send(get("/empty"))
+        status, headers, _ = await client.read_response()
+        assert status == 204 and "content-length" not in headers
+        await client.send(get("/after"))  # the dropped 204 body did not leak onto the wire
+        assert (await client.read_response())[2] == b"GET /after|"
+
+    run_with_server(test)
+
+
+def test_connection_close_from_the_client_is_honoured():
+    async def test(connect, app):
+        client = await connect()
+        await client.send(get("/last", "Connection: close\r\n"))
+        status, headers, _ = await client.read_response()
+        assert status == 200 and headers["connection"] == ["close"]
+        assert await client.at_eof()
+
+    run_with_server(test)
+
+
+def test_request_fields_reach_the_app():
+    async def test(connect, app):
+        client = await connect()
+        await client.send(put("/buckets/b%2Fx/keys/k%20y?r=2&flag&w=one+two", b"v",
+                              "X-Riak-Meta-Color: red\r\nx-riak-meta-Size: \xe9\r\n"))
+        assert (await client.read_response())[0] == 200
+
+    request = run_with_server(test).calls[0]
+    assert request.method == "PUT" and request.body == b"v"
+    assert request.path == "/buckets/b%2Fx/keys/k%20y"
+    assert request.path_segments() == (b"buckets", b"b/x", b"keys", b"k y")
+    assert request.query_string == "r=2&flag&w=one+two"
+    assert request.query == (("r", "2"), ("flag", ""), ("w", "one two"))
+    assert request.headers.get("x-riak-meta-color") == "red"
+    assert request.headers.with_prefix("X-Riak-Meta-") == [("X-Riak-Meta-Color", "red"),
+                                                           ("x-riak-meta-Size", "\xe9")]
+
+
+def test_cancelling_the_server_closes_open_connections():
+    async def main():
+        with trio.fail_after(TIMEOUT_S):
+            async with trio.open_nursery() as nursery:
+                listeners = await nursery.start(HttpServer(EchoApp()).serve, "127.0.0.1", 0)
+                port = listeners[0].socket.getsockname()[1]
+                client = RawClient(await trio.open_tcp_stream("127.0.0.1", port))
+                await client.send(get("/x"))
+                assert (await client.read_response())[0] == 200
+                nursery.cancel_scope.cancel()
+            assert await client.at_eof()
+            with pytest.raises(OSError):
+                await trio.open_tcp_stream("127.0.0.1", port)
+
+    trio.run(main)
+
+
+def test_limits_reject_nonsense():
+    with pytest.raises(ValueError, match="inflight_max"):
+        Limits(inflight_max=0)
