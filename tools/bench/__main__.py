@@ -1,0 +1,159 @@
+"""`python -m tools.bench`: puts and gets at ONE, QUORUM and ALL against a running or freshly started cluster.
+
+Order of a run: find wrk (installing it if allowed), start a cluster if asked, then one wrk run per cell,
+operations in the order given and consistencies within each. The keys the gets read are written once,
+just before the first get cell (preload.py). Progress goes to stderr; the Markdown report to stdout, so
+`python -m tools.bench ... > note.md` keeps just the report. Ctrl-C prints the cells finished so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import shlex
+import sys
+import time
+import urllib.parse
+
+from tools.bench.cluster import ClusterStartError, LocalCluster, start_cluster
+from tools.bench.preload import PreloadResult, preload
+from tools.bench.report import format_errors, format_table
+from tools.bench.result import CellResult
+from tools.bench.script import CONSISTENCIES, OPERATIONS, BenchSpecError, CellSpec
+from tools.bench.wrk import LoadPlan, WrkError, find_wrk, plan_load, run_cell, wrk_version
+
+
+def _word_list(allowed: tuple[str, ...]):
+    def parse(text: str) -> tuple[str, ...]:
+        words = tuple(word.strip().lower() for word in text.split(",") if word.strip())
+        wrong = [word for word in words if word not in allowed]
+        if wrong or not words:
+            raise argparse.ArgumentTypeError(f"want a comma-separated list of {', '.join(allowed)}, got {text!r}")
+        return words
+    return parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.splitlines()[0])
+    where = parser.add_argument_group("target (one of)")
+    where.add_argument("--url", action="append", default=[], help="a node's HTTP endpoint; repeat to spread "
+                       "connections over nodes (e.g. --url http://127.0.0.1:8001 --url http://127.0.0.1:8002)")
+    where.add_argument("--start-cluster", action="store_true",
+                       help="start `dynamo cluster up --nodes N` in a temp dir and stop it at the end")
+    where.add_argument("--nodes", type=int, default=3, help="nodes of the started cluster (default 3)")
+    where.add_argument("--dynamo-command", default=None,
+                       help="command that takes `cluster up ...` (default: this python -m dynamo.cli)")
+    where.add_argument("--keep-cluster-files", action="store_true", help="keep the started cluster's temp dir")
+    load = parser.add_argument_group("load")
+    load.add_argument("--duration", type=int, default=10, help="seconds per cell, whole (default 10)")
+    load.add_argument("--connections", type=int, default=16, help="keep-alive connections (default 16)")
+    load.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    load.add_argument("--value-size", type=int, default=100, help="value bytes per put (default 100)")
+    load.add_argument("--consistency", type=_word_list(CONSISTENCIES), default=CONSISTENCIES,
+                      help="comma-separated, sent as w= / r= (default one,quorum,all)")
+    load.add_argument("--ops", type=_word_list(OPERATIONS), default=OPERATIONS,
+                      help="comma-separated (default put,get)")
+    load.add_argument("--keyspace", type=int, default=10_000, help="keys preloaded for the gets (default 10000)")
+    load.add_argument("--preload-consistency", choices=CONSISTENCIES, default="all",
+                      help="w= of the preload writes (default all)")
+    load.add_argument("--bucket", default="bench")
+    load.add_argument("--timeout", type=int, default=10, help="wrk's per-request timeout, seconds (default 10)")
+    load.add_argument("--pause", type=float, default=1.0, help="seconds between cells, to let the nodes drain")
+    return parser
+
+
+def parse_targets(urls: list[str]) -> tuple[tuple[str, int], ...]:
+    targets = []
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise BenchSpecError(f"--url wants http://host:port, got {url!r}")
+        targets.append((parts.hostname, parts.port or 80))
+    return tuple(targets)
+
+
+def _log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def heading(args: argparse.Namespace, loader: str, plan: LoadPlan, urls: list[str],
+            loaded: PreloadResult | None, run_id: str, results: list[CellResult]) -> str:
+    lines = [f"### dynamo bench: {args.value_size}-byte values, {args.duration} s per cell, run {run_id}", "",
+             f"- load: {loader}, {plan.threads} threads, {plan.connections} keep-alive connections over "
+             f"{len(urls)} node(s): {', '.join(urls)}",
+             "- puts write keys never written before; gets read uniformly among preloaded keys; "
+             "N is the bucket's default",
+             "- ops/s counts successes only (put 200/201/204, get 200/300); latencies cover every response"]
+    if results:  # shows whether the load generator could have been the bottleneck
+        busiest = max((result.wrk.loader_cpu_s / result.wrk.duration_s for result in results
+                       if result.wrk.duration_s > 0), default=0.0)
+        lines.append(f"- wrk's own CPU: at most {100 * busiest:.0f}% of one core in any cell")
+    if loaded is not None:
+        lines.append(f"- preload: {loaded.written}/{loaded.keys} keys at w={args.preload_consistency} "
+                     f"in {loaded.duration_s:.1f} s (failed: {format_errors(loaded.failures)})")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, urls: list[str], wrk_path: str) -> int:
+    targets = parse_targets(urls)
+    plan = plan_load(args.connections, args.threads, len(targets))
+    run_id = f"b{secrets.token_hex(4)}"  # fresh keys every run: no siblings from earlier runs
+    results: list[CellResult] = []
+    loaded = None
+    exit_code = 0
+    try:
+        for operation in args.ops:
+            for consistency in args.consistency:
+                if operation == "get" and loaded is None:
+                    _log(f"preloading {args.keyspace} keys at w={args.preload_consistency}")
+                    loaded = preload(urls, run_id, args.keyspace, args.value_size, bucket=args.bucket,
+                                     connections=args.connections, consistency=args.preload_consistency,
+                                     timeout_s=args.timeout)
+                    _log(f"preloaded {loaded.written}/{loaded.keys} in {loaded.duration_s:.1f} s")
+                spec = CellSpec(operation, consistency, targets, run_id, bucket=args.bucket,
+                                keyspace=args.keyspace, value_size_bytes=args.value_size)
+                _log(f"{operation} at {consistency} for {args.duration} s")
+                measured = run_cell(wrk_path, spec, plan, args.duration, args.timeout)
+                results.append(CellResult(operation, consistency, measured))
+                time.sleep(args.pause)
+    except KeyboardInterrupt:
+        _log("interrupted; the cells finished so far:")
+    except WrkError as error:  # keep what was measured before the failing cell
+        _log(f"{error}\nbench: the cells finished before it:")
+        exit_code = 1
+    print(heading(args, wrk_version(wrk_path), plan, urls, loaded, run_id, results))
+    print()
+    print(format_table(results))
+    return exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if bool(args.url) == args.start_cluster:
+        parser.error("give --url (one or more) or --start-cluster, not both and not neither")
+    for name in ("duration", "connections", "threads", "keyspace", "timeout", "nodes"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    cluster: LocalCluster | None = None
+    try:
+        wrk_path = find_wrk()
+        if args.start_cluster:
+            command = shlex.split(args.dynamo_command) if args.dynamo_command else None
+            _log(f"starting a {args.nodes}-node cluster")
+            cluster = start_cluster(args.nodes, command, keep_files=args.keep_cluster_files)
+            _log(f"cluster ready: {', '.join(cluster.urls)} (files in {cluster.root})")
+        return run(args, cluster.urls if cluster else args.url, wrk_path)
+    except (WrkError, ClusterStartError, BenchSpecError) as error:
+        _log(str(error))
+        return 2
+    except KeyboardInterrupt:  # while wrk was found or the cluster started: nothing measured yet
+        _log("interrupted")
+        return 130
+    finally:
+        if cluster is not None:
+            _log(f"stopping the cluster (exit code {cluster.stop()})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
