@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import io
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -304,17 +305,39 @@ def _identity(value: Any) -> Any:
 
 def decode_canonical_cbor(data: bytes) -> Any:
     """CBOR → Python, accepting only canonical encodings (re-encoding must give back the same bytes)."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise CausalityDecodeError(f"expected bytes, got {type(data).__name__}")
-    data = bytes(data)
+    data = _as_bytes(data)
+    raw = decode_cbor(data)
     try:
-        raw = cbor2.loads(data, max_depth=CBOR_DEPTH_MAX, allow_indefinite=False, allow_duplicate_keys=False)
         canonical = cbor2.dumps(raw, canonical=True)
     except Exception as error:  # cbor2 raises several types (decode, EOF, cyclic, recursion): all mean garbage
         raise CausalityDecodeError(f"not valid CBOR: {error}") from None
     if canonical != data:
         raise CausalityDecodeError("not the canonical CBOR encoding (trailing bytes, non-minimal or tagged)")
     return raw
+
+
+def decode_cbor(data: bytes) -> Any:
+    """CBOR → Python: exactly one item under the same limits (depth, definite lengths, no duplicate
+    keys), without the canonical check: for bytes this store encoded itself (see
+    object.decode_object(trusted=True))."""
+    data = _as_bytes(data)
+    source = io.BytesIO(data)
+    try:
+        raw = cbor2.CBORDecoder(source, max_depth=CBOR_DEPTH_MAX, allow_indefinite=False,
+                                allow_duplicate_keys=False).decode()
+    except Exception as error:  # cbor2 raises several types (decode, EOF, cyclic, recursion): all mean garbage
+        raise CausalityDecodeError(f"not valid CBOR: {error}") from None
+    if source.tell() != len(data):  # the decoder stops right after its item (it seeks back on read-ahead)
+        raise CausalityDecodeError("trailing bytes after the CBOR item")
+    return raw
+
+
+def _as_bytes(data: Any) -> bytes:
+    if type(data) is bytes:
+        return data
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise CausalityDecodeError(f"expected bytes, got {type(data).__name__}")
+    return bytes(data)
 
 
 def _check_envelope(raw: Any, body_key: str) -> Any:
@@ -326,9 +349,10 @@ def _check_envelope(raw: Any, body_key: str) -> Any:
 
 
 def dvvset_to_cbor(s: DVVSet[V], encode_value: Callable[[V], Any] = _identity) -> dict[str, Any]:
-    """A DVVSet as plain CBOR-ready data: {"v": 1, "e": [[actor, counter, [value, ...]], ...]}."""
-    return {"v": ENCODING_VERSION,
-            "e": [[e.actor, e.counter, [encode_value(v) for v in e.values]] for e in s.entries]}
+    """A DVVSet as plain CBOR-ready data: {"e": [[actor, counter, [value, ...]], ...], "v": 1}, the keys in
+    canonical order already (see object.encode_object)."""
+    return {"e": [[e.actor, e.counter, [encode_value(v) for v in e.values]] for e in s.entries],
+            "v": ENCODING_VERSION}
 
 
 def dvvset_from_cbor(raw: Any, decode_value: Callable[[Any], V] = _identity) -> DVVSet[V]:

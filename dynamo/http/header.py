@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import functools
 import re
 import urllib.parse
 from typing import Iterable, Sequence
@@ -107,7 +108,13 @@ def format_http_date(time_us: int) -> str:
     """RFC 1123 date in GMT for a time in microseconds since the epoch (floored to the second)."""
     if not 0 <= time_us < _US_MAX:
         raise ValueError(f"time out of range for an HTTP date: {time_us} us")
-    return email.utils.formatdate(time_us // _US_PER_S, usegmt=True)
+    return _http_date(time_us // _US_PER_S)
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date(time_s: int) -> str:
+    # Objects written in the same second share their Last-Modified text: format each second once.
+    return email.utils.formatdate(time_s, usegmt=True)
 
 
 def parse_http_date(text: str) -> int | None:
@@ -121,8 +128,9 @@ def parse_http_date(text: str) -> int | None:
     return int(moment.timestamp()) * _US_PER_S
 
 
+@functools.lru_cache(maxsize=1024)
 def bucket_link(bucket: bytes | str) -> tuple[str, str]:
-    """The Link header Riak puts on every object: up to its bucket."""
+    """The Link header Riak puts on every object: up to its bucket (few buckets: each quoted once)."""
     return "Link", f'</buckets/{urllib.parse.quote_plus(bucket)}>; rel="up"'
 
 

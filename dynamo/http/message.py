@@ -100,7 +100,9 @@ class Request:
         parts = self.path.split("/")
         if parts and parts[0] == "":
             parts = parts[1:]
-        return tuple(urllib.parse.unquote_to_bytes(part) for part in parts)
+        # A segment without "%" decodes to its own UTF-8 bytes, as unquote_to_bytes would give.
+        return tuple(urllib.parse.unquote_to_bytes(part) if "%" in part else part.encode("utf-8")
+                     for part in parts)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -124,7 +126,18 @@ def parse_query(query_string: str) -> tuple[tuple[str, str], ...]:
     """Decode a query string into pairs ("+" is a space, as in forms and in Riak's mochiweb)."""
     if not query_string:
         return ()
-    return tuple(urllib.parse.parse_qsl(query_string, keep_blank_values=True))
+    query = _QUERIES.get(query_string)
+    if query is None:
+        query = tuple(urllib.parse.parse_qsl(query_string, keep_blank_values=True))
+        if len(_QUERIES) >= _QUERIES_MAX:
+            _QUERIES.clear()
+        _QUERIES[query_string] = query
+    return query
+
+
+# Clients repeat the same few query strings ("?r=quorum"); the pairs are immutable, so they are shared.
+_QUERIES: dict[str, tuple[tuple[str, str], ...]] = {}
+_QUERIES_MAX = 1024
 
 
 def error_response(status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> Response:

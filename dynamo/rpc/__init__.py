@@ -1,9 +1,11 @@
 """Node-to-node RPC: CBOR frames over one persistent, authenticated, multiplexed TCP connection per peer.
 
 Layers, bottom up: `frame` (sans-IO framing and message validation), `handshake` (sans-IO mutual
-authentication with the cluster secret), `transport` (trio: connection loops and `RpcServer`) and `pool`
-(trio: `PeerPool`, the calling side). The message types carried are the node's business: this package moves
-`type: str` plus a CBOR body, and reserves the types "reply", "error", "hello" and "proof".
+authentication with the cluster secret), `channel` (trio: socket I/O that yields only when it must wait;
+the HTTP server uses it too), `transport` (trio: connection loops and `RpcServer`) and `pool` (trio:
+`PeerPool`, the calling side: `call`, or `request` with a callback). The message types carried are the
+node's business: this package moves `type: str` plus a CBOR body, and reserves the types "reply", "error",
+"hello" and "proof".
 """
 
 from dynamo.rpc.frame import FrameDecoder, FrameError, encode_frame

@@ -131,17 +131,15 @@ class FrameDecoder:
 
 
 def _decode_message(payload: bytes) -> dict:
-    decoder = cbor2.CBORDecoder(io.BytesIO(payload), semantic_decoders=_SEMANTIC_DECODERS,
-                                allow_duplicate_keys=False)
+    source = io.BytesIO(payload)
+    decoder = cbor2.CBORDecoder(source, semantic_decoders=_SEMANTIC_DECODERS, allow_duplicate_keys=False)
     try:
         msg = decoder.decode()
     except Exception as exc:  # any failure on untrusted bytes means "malformed", whatever its type
         raise FrameError(f"malformed CBOR: {exc}") from exc
-    try:
-        decoder.read(1)
-    except cbor2.CBORDecodeEOF:  # the payload held exactly one item, as required
-        pass
-    else:
+    # The decoder leaves a seekable source right after the item it read (it reads ahead, then seeks
+    # back), so the position tells whether anything follows, without provoking an EOF exception.
+    if source.tell() != len(payload):
         raise FrameError("trailing bytes after the CBOR item")
     _validate(msg)
     return msg

@@ -3,17 +3,29 @@
 Theory of operation
 -------------------
 `PeerPool` keeps, per peer, at most one authenticated connection, dialled on first use and shared by every
-caller. Each call takes the next request id on that connection, queues its frame on the link's outbox (the
-writer batches it with whatever else is queued) and waits for the reply carrying its id; replies may come in
-any order. Every call has a deadline: past it the caller gets RpcTimeout and a late reply is dropped.
+caller. Each request takes the next request id on that connection, queues its frame on the link's outbox
+(the writer batches it with whatever else is queued) and is answered by the reply carrying its id; replies
+may come in any order. Every request has a deadline: past it the caller gets RpcTimeout and a late reply
+is dropped. Two ways to ask:
+
+- `await call(...)`: the reply body, or an exception. One task waits for one reply.
+- `request(..., on_reply)`: no task and no cancel scope. `on_reply(body, error)` runs exactly once, later,
+  from the link's reader (the reply), the pool's timer (the deadline) or the link's end (the connection
+  dropped). A coordinator fans out to several replicas this way and waits once for all of them. When the
+  request cannot be sent at once (no connection yet, or the outbox is full), a task in the pool's nursery
+  dials and waits for it; the caller sees no difference.
+
+Deadlines of `request` live in one heap served by one timer task. Answered requests are popped from the
+heap's head as new requests come in, so the heap holds only the requests since the oldest unanswered one,
+and the timer wakes only when that one's deadline passes (not once per request).
 
 Failure rules:
 - A dial that fails (refused, timed out, handshake rejected, or the peer is not the node we asked for) puts
   the peer in backoff: the next attempt is allowed after an exponentially growing, capped, jittered delay.
-  While backing off, calls fail at once with RpcUnavailable instead of waiting out their deadline, so the
-  coordinator can move on to a fallback replica. The first call after the delay dials again.
-- When a connection drops, every call waiting on it fails with RpcUnavailable; the next call re-dials at once
-  (a connection that worked is not yet a reason to back off).
+  While backing off, requests fail at once with RpcUnavailable instead of waiting out their deadline, so the
+  coordinator can move on to a fallback replica. The first request after the delay dials again.
+- When a connection drops, every request waiting on it fails with RpcUnavailable; the next one re-dials at
+  once (a connection that worked is not yet a reason to back off).
 - The dial runs in the pool's own nursery, not in the caller's cancel scope, so one impatient caller does
   not abort a dial that others are waiting for.
 
@@ -22,53 +34,88 @@ The pool needs a nursery to host its connections: `async with PeerPool(...) as p
 """
 
 import dataclasses
+import heapq
+import itertools
 import logging
 import math
 import random
-from typing import Any
+from typing import Any, Callable
 
 import trio
 
 from dynamo.rpc import frame
 from dynamo.rpc.frame import FrameDecoder, FrameError, encode_frame
 from dynamo.rpc.handshake import HandshakeError, Role
-from dynamo.rpc.transport import (HANDSHAKE_FRAME_BYTES_MAX, SIZE_BYTES_MAX, Link, RpcRemoteError,
+from dynamo.rpc.transport import (HANDSHAKE_FRAME_BYTES_MAX, SIZE_BYTES_MAX, Link, RpcError, RpcRemoteError,
                                   RpcTimeout, RpcUnavailable, authenticate, describe_error,
                                   new_handshake)
 
 log = logging.getLogger("dynamo.rpc")
 
+OnReply = Callable[[Any, "RpcError | None"], None]
+
+
+def _outcome(msg: dict) -> tuple[Any, RpcError | None]:
+    if msg["t"] == frame.ERROR:
+        return None, RpcRemoteError(msg["e"], msg["k"])
+    return msg["b"], None
+
 
 class _PendingCall:
-    """A caller parked until its reply (or the end of its connection) arrives."""
+    """A task parked in `call` until its reply (or the end of its connection) arrives."""
 
-    __slots__ = ("event", "msg", "failure")
+    __slots__ = ("event", "body", "error")
 
     def __init__(self):
         self.event = trio.Event()
-        self.msg: dict | None = None
-        self.failure: Exception | None = None
+        self.body: Any = None
+        self.error: RpcError | None = None
+
+    def deliver(self, body: Any, error: RpcError | None) -> None:
+        self.body, self.error = body, error
+        self.event.set()
 
     def outcome(self) -> Any:
-        if self.failure is not None:
-            raise self.failure
-        assert self.msg is not None
-        if self.msg["t"] == frame.ERROR:
-            raise RpcRemoteError(self.msg["e"], self.msg["k"])
-        return self.msg["b"]
+        if self.error is not None:
+            raise self.error
+        return self.body
+
+
+def _deliver(on_reply: OnReply, body: Any, error: RpcError | None, peer_id: str) -> None:
+    try:
+        on_reply(body, error)
+    except Exception:  # the caller's bug must not end the link, the timer or the task that delivered it
+        log.exception("rpc: reply callback for a request to %s failed", peer_id)
+
+
+class _Request:
+    """A `request` in flight: its callback until answered (then None), and where to find it."""
+
+    __slots__ = ("link", "request_id", "on_reply")
+
+    def __init__(self, link: "_ClientLink", request_id: int, on_reply: OnReply):
+        self.link, self.request_id, self.on_reply = link, request_id, on_reply
+
+    def deliver(self, body: Any, error: RpcError | None) -> None:
+        on_reply, self.on_reply = self.on_reply, None
+        if on_reply is not None:
+            _deliver(on_reply, body, error, self.link.peer_id)
 
 
 class _ClientLink(Link):
     def __init__(self, stream, decoder, peer_id: str, size_bytes_max: int):
         super().__init__(stream, decoder, peer_id)
         self._size_bytes_max = size_bytes_max
-        self._pending: dict[int, _PendingCall] = {}
+        self._pending: dict[int, _PendingCall | _Request] = {}
         self._next_id = 1
 
-    async def call(self, type_: str, body: Any) -> Any:
+    def _frame(self, type_: str, body: Any) -> tuple[int, bytes]:
         request_id = self._next_id
         self._next_id = request_id + 1 if request_id < frame.REQUEST_ID_MAX else 1
-        data = encode_frame(frame.request(request_id, type_, body), self._size_bytes_max)
+        return request_id, encode_frame(frame.request(request_id, type_, body), self._size_bytes_max)
+
+    async def call(self, type_: str, body: Any) -> Any:
+        request_id, data = self._frame(type_, body)
         pending = self._pending[request_id] = _PendingCall()
         try:
             await self.outbox.put(data)
@@ -77,20 +124,30 @@ class _ClientLink(Link):
             self._pending.pop(request_id, None)
         return pending.outcome()
 
+    def send(self, type_: str, body: Any, on_reply: OnReply) -> _Request:
+        """Queue a request without waiting (the caller checked `outbox.has_room`)."""
+        request_id, data = self._frame(type_, body)
+        sent = self._pending[request_id] = _Request(self, request_id, on_reply)
+        queued = self.outbox.put_nowait(data)
+        assert queued, "send() on a closed or full outbox"
+        return sent
+
+    def expire(self, sent: _Request, error: RpcError) -> None:
+        if self._pending.pop(sent.request_id, None) is sent:
+            sent.deliver(None, error)
+
     async def on_message(self, msg: dict, nursery: trio.Nursery) -> None:
         if msg["t"] != frame.REPLY and msg["t"] != frame.ERROR:
             raise FrameError(f"unexpected {msg['t']!r} frame on a client connection")
-        pending = self._pending.get(msg["id"])
+        pending = self._pending.pop(msg["id"], None)
         if pending is not None:  # else the caller gave up (deadline) and the reply is late: drop it
-            pending.msg = msg
-            pending.event.set()
+            pending.deliver(*_outcome(msg))
 
     def on_close(self, reason: str) -> None:
         failure = RpcUnavailable(f"connection to {self.peer_id} lost: {reason}")
-        for pending in self._pending.values():
-            if not pending.event.is_set():
-                pending.failure = failure
-                pending.event.set()
+        pending, self._pending = self._pending, {}
+        for waiting in pending.values():
+            waiting.deliver(None, failure)
 
 
 @dataclasses.dataclass
@@ -105,7 +162,7 @@ class _Peer:
 
 
 class PeerPool:
-    """Calls other nodes: `set_address` each peer, then `call` / `cast` by peer id."""
+    """Calls other nodes: `set_address` each peer, then `call` / `request` / `cast` by peer id."""
 
     def __init__(self, node_id: str, cluster: str, secret, *, size_bytes_max: int = SIZE_BYTES_MAX,
                  connect_timeout_s: float = 2.0, backoff_min_s: float = 0.05, backoff_max_s: float = 5.0,
@@ -122,6 +179,11 @@ class PeerPool:
         self._nursery: trio.Nursery | None = None
         self._outer = None  # the nursery `async with` opens around `run`
         self._exit_scope: trio.CancelScope | None = None
+        # The deadlines of `request`s: (deadline_s, sequence, request), and the timer task serving them.
+        self._deadlines: list[tuple[float, int, _Request]] = []
+        self._sequence = itertools.count()
+        self._timer_at_s = math.inf  # when the timer task wakes up next
+        self._timer_task: trio.lowlevel.Task | None = None  # set while it sleeps
 
     # -- lifetime ---------------------------------------------------------------------------------------
 
@@ -130,6 +192,7 @@ class PeerPool:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self._expire_requests)
                 task_status.started(self)
                 await trio.sleep_forever()
         finally:
@@ -183,6 +246,68 @@ class PeerPool:
             return await link.call(type_, body)
         raise RpcTimeout(f"no reply to {type_!r} from {peer_id} within {timeout_s}s")
 
+    def request(self, peer_id: str, type_: str, body: Any, timeout_s: float, on_reply: OnReply) -> None:
+        """Send a request; `on_reply(body, None)` or `on_reply(None, error)` runs exactly once, later, with
+        error an RpcTimeout, RpcUnavailable or RpcRemoteError. Raises instead (and never calls on_reply)
+        when nothing can be sent: RpcUnavailable (no such peer, backing off, pool stopped), FrameError or
+        CBOR's errors (a body over the limit or not encodable), ValueError (timeout_s not positive)."""
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        if self._nursery is None:
+            raise RpcUnavailable("the peer pool is not running")
+        peer = self._peer(peer_id)
+        link = peer.link
+        if link is None or not link.is_open or not link.outbox.has_room:
+            self._check_backoff(peer)
+            # Encode now, so an oversize body is the caller's error here as it is with `call`.
+            encode_frame(frame.request(1, type_, body), self.size_bytes_max)
+            self._nursery.start_soon(self._request_later, peer_id, type_, body, timeout_s, on_reply)
+            return
+        sent = link.send(type_, body, on_reply)
+        self._track(trio.current_time() + timeout_s, sent)
+
+    async def _request_later(self, peer_id: str, type_: str, body: Any, timeout_s: float,
+                             on_reply: OnReply) -> None:
+        """The slow path of `request`: dial (or wait for room) in a task of our own."""
+        try:
+            reply, error = await self.call(peer_id, type_, body, timeout_s), None
+        except RpcError as exc:
+            reply, error = None, exc
+        except Exception as exc:  # a bug: the caller still gets its one answer, and the pool lives on
+            log.exception("rpc: request %r to %s failed", type_, peer_id)
+            reply, error = None, RpcUnavailable(f"request failed: {exc!r}")
+        _deliver(on_reply, reply, error, peer_id)
+
+    def _track(self, deadline_s: float, sent: _Request) -> None:
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][2].on_reply is None:  # answered: nothing left to time out
+            heapq.heappop(deadlines)
+        heapq.heappush(deadlines, (deadline_s, next(self._sequence), sent))
+        if deadline_s < self._timer_at_s and self._timer_task is not None:
+            task, self._timer_task = self._timer_task, None
+            trio.lowlevel.reschedule(task)  # it sleeps too long (or forever): wake it to look again
+
+    async def _expire_requests(self) -> None:
+        """The timer: fail each request still unanswered at its deadline."""
+        deadlines = self._deadlines
+        while True:
+            now_s = trio.current_time()
+            while deadlines and (deadlines[0][2].on_reply is None or deadlines[0][0] <= now_s):
+                _, _, sent = heapq.heappop(deadlines)
+                if sent.on_reply is not None:
+                    sent.link.expire(sent, RpcTimeout(f"no reply from {sent.link.peer_id} in time"))
+            self._timer_at_s = deadlines[0][0] if deadlines else math.inf
+            with trio.move_on_at(self._timer_at_s):
+                self._timer_task = trio.lowlevel.current_task()
+                try:
+                    await trio.lowlevel.wait_task_rescheduled(self._abort_timer_wait)
+                finally:
+                    self._timer_task = None
+
+    def _abort_timer_wait(self, _raise_cancel) -> trio.lowlevel.Abort:
+        self._timer_task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
     async def cast(self, peer_id: str, type_: str, body: Any) -> bool:
         """Send a one-way message, best effort: return whether it was queued (dialling if needed)."""
         data = encode_frame(frame.one_way(type_, body), self.size_bytes_max)
@@ -194,18 +319,25 @@ class PeerPool:
             return link.outbox.put_nowait(data)
         return False
 
-    async def _link(self, peer_id: str) -> _ClientLink:
-        if self._nursery is None:
-            raise RpcUnavailable("the peer pool is not running")
+    def _peer(self, peer_id: str) -> _Peer:
         peer = self._peers.get(peer_id)
         if peer is None:
             raise RpcUnavailable(f"no address for peer {peer_id}")
-        if peer.link is not None and peer.link.is_open:
-            return peer.link
+        return peer
+
+    def _check_backoff(self, peer: _Peer) -> None:
         now_s = trio.current_time()
         if now_s < peer.retry_at_s:
-            raise RpcUnavailable(f"{peer_id} unreachable ({peer.last_error}); "
+            raise RpcUnavailable(f"{peer.peer_id} unreachable ({peer.last_error}); "
                                  f"backing off for {peer.retry_at_s - now_s:.2f}s")
+
+    async def _link(self, peer_id: str) -> _ClientLink:
+        if self._nursery is None:
+            raise RpcUnavailable("the peer pool is not running")
+        peer = self._peer(peer_id)
+        if peer.link is not None and peer.link.is_open:
+            return peer.link
+        self._check_backoff(peer)
         if peer.dialling is None:
             peer.dialling = trio.Event()
             self._nursery.start_soon(self._dial, peer)
@@ -255,4 +387,3 @@ class PeerPool:
             if peer.link is link:
                 peer.link = None
             await trio.aclose_forcefully(link.stream)
-

@@ -9,6 +9,10 @@ means is the handler's business. A connection (`Link`) is two loops sharing one 
 - the writer drains the `Outbox`: whatever frames the callers queued since the last write go out in one
   `send_all`, so 64 concurrent callers cost a handful of syscalls, not 64.
 
+Both loops do their I/O through a `channel.SocketChannel` on the stream's socket, which waits on trio only
+when the kernel has nothing to read or no room to write (see channel.py); the stream itself is used for the
+handshake and stays with whoever opened it.
+
 A frame that breaks the protocol (bad bytes, oversize, a frame kind the link does not expect) ends the link
 with a logged reason; the end of one link never touches another. `RpcServer` accepts connections, runs the
 handshake under a deadline (with a small frame limit until the peer is authenticated), then dispatches each
@@ -35,6 +39,7 @@ import cbor2
 import trio
 
 from dynamo.rpc import frame
+from dynamo.rpc.channel import close_channel, open_channel
 from dynamo.rpc.frame import FrameDecoder, FrameError, encode_frame
 from dynamo.rpc.handshake import NONCE_BYTES, Handshake, HandshakeError, Role
 
@@ -76,20 +81,28 @@ class UnknownType(Exception):
 
 
 class Outbox:
-    """Frames queued by many tasks and written by one writer task, in batches."""
+    """Frames queued by many tasks and written by one writer task, in batches.
+
+    The writer parks on its own task (no Event per wake-up): queueing a frame into an empty outbox
+    reschedules it, and whatever else is queued before it runs goes out in the same write."""
 
     def __init__(self, high_bytes: int = OUTBOX_BYTES_HIGH):
         self._frames: list[bytes] = []
         self._queued_bytes = 0
         self._high_bytes = high_bytes
-        self._has_frames = trio.Event()
-        self._has_room = trio.Event()
+        self._writer: trio.lowlevel.Task | None = None  # the writer, while it waits for frames
+        self._room = trio.lowlevel.ParkingLot()  # callers waiting for the queue to drain below the mark
         self.closed_reason: str | None = None
+
+    @property
+    def has_room(self) -> bool:
+        """Whether `put_nowait` would queue a frame now."""
+        return self.closed_reason is None and self._queued_bytes < self._high_bytes
 
     async def put(self, data: bytes) -> None:
         """Queue a frame, waiting while the queue is over the high mark. Raises RpcUnavailable if closed."""
         while self._queued_bytes >= self._high_bytes and self.closed_reason is None:
-            await self._has_room.wait()
+            await self._room.park()
         if self.closed_reason is not None:
             raise RpcUnavailable(f"connection closed: {self.closed_reason}")
         self._append(data)
@@ -104,24 +117,32 @@ class Outbox:
     def _append(self, data: bytes) -> None:
         self._frames.append(data)
         self._queued_bytes += len(data)
-        self._has_frames.set()
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            trio.lowlevel.reschedule(writer)
+
+    def _abort_wait(self, _raise_cancel) -> trio.lowlevel.Abort:
+        self._writer = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def close(self, reason: str) -> None:
         if self.closed_reason is None:
             self.closed_reason = reason
-        self._has_room.set()
-        self._has_frames.set()
+        self._room.unpark_all()
+        self._wake_writer()
 
     async def run(self, stream: trio.abc.SendStream) -> None:
         """The writer: until closed, send everything queued so far in one write."""
         while self.closed_reason is None:
             if not self._frames:
-                self._has_frames = trio.Event()
-                await self._has_frames.wait()
+                self._writer = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
                 continue
             batch, self._frames, self._queued_bytes = self._frames, [], 0
-            self._has_room.set()
-            self._has_room = trio.Event()
+            self._room.unpark_all()
             await stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
 
 
@@ -156,6 +177,7 @@ class Link:
         self.decoder = decoder
         self.peer_id = peer_id
         self.outbox = Outbox()
+        self.channel: Any = None  # the link's own I/O channel on the stream, while it runs
         self._cancel_scope: trio.CancelScope | None = None
         self._close_requested = False
 
@@ -172,6 +194,7 @@ class Link:
         """Serve the link until it ends; return why it ended. Never raises (but for cancellation)."""
         reason = "closed locally"
         try:
+            self.channel = open_channel(self.stream)
             async with trio.open_nursery() as nursery:
                 self._cancel_scope = nursery.cancel_scope
                 if self._close_requested:
@@ -179,7 +202,10 @@ class Link:
                 nursery.start_soon(self._write, nursery.cancel_scope)
                 reason = await self._read(nursery)
                 nursery.cancel_scope.cancel()
+        except OSError as exc:  # no descriptor for the channel: this link cannot run, the others go on
+            reason = f"cannot open the connection's channel: {exc!r}"
         finally:
+            close_channel(self.channel)
             reason = self.outbox.closed_reason or reason
             self.outbox.close(reason)
             self.on_close(reason)
@@ -187,7 +213,7 @@ class Link:
 
     async def _write(self, cancel_scope: trio.CancelScope) -> None:
         try:
-            await self.outbox.run(self.stream)
+            await self.outbox.run(self.channel)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self.outbox.close(f"send failed: {exc!r}")
         cancel_scope.cancel()
@@ -198,7 +224,7 @@ class Link:
             while True:
                 for msg in messages:
                     await self.on_message(msg, nursery)
-                data = await self.stream.receive_some()
+                data = await self.channel.receive_some()
                 if not data:
                     return "closed by peer"
                 messages = self.decoder.feed(data)
@@ -234,7 +260,10 @@ class _ServerLink(Link):
         type_ = msg["t"]
         if type_ in (frame.REPLY, frame.ERROR, "hello", "proof"):
             raise FrameError(f"unexpected {type_!r} frame on a server connection")
-        await self._slots.acquire()  # all slots busy: stop reading until one frees
+        try:
+            self._slots.acquire_nowait()  # the common case: no scheduler round trip per request
+        except trio.WouldBlock:
+            await self._slots.acquire()  # all slots busy: stop reading until one frees
         nursery.start_soon(self._dispatch, msg)
 
     async def _dispatch(self, msg: dict) -> None:

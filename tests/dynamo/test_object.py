@@ -183,7 +183,9 @@ def test_objects_round_trip(ops):
     for obj in produced:
         decoded = decode_object(encode_object(obj))
         assert decoded == obj and object_digest(b"b", b"k", decoded) == object_digest(b"b", b"k", obj)
+        assert decode_object(encode_object(obj), trusted=True) == obj
     assert decode_object(encode_object(StoredObject())) == StoredObject()
+    assert decode_object(encode_object(StoredObject()), trusted=True) == StoredObject()
 
 
 @given(st.binary())
@@ -193,6 +195,15 @@ def test_garbage_never_decodes_to_another_object(data):
     except ObjectDecodeError:
         return
     assert encode_object(decoded) == data
+
+
+@given(st.binary())
+def test_trusted_decoding_of_garbage_gives_an_object_error_or_a_valid_object(data):
+    try:
+        decoded = decode_object(data, trusted=True)
+    except ObjectDecodeError:
+        return
+    assert decode_object(encode_object(decoded)) == decoded  # whatever it accepted is a real object
 
 
 @given(ops_st, st.integers(0), st.integers(0, 255))
@@ -238,6 +249,23 @@ BAD_OBJECTS = [
 def test_structurally_wrong_objects_are_rejected(data):
     with pytest.raises(ObjectDecodeError):
         decode_object(data)
+
+
+@pytest.mark.parametrize("data", BAD_OBJECTS)
+def test_trusted_decoding_still_checks_every_field(data):
+    with pytest.raises(ObjectDecodeError):
+        decode_object(data, trusted=True)
+
+
+def test_trusted_decoding_skips_only_the_canonical_form_check():
+    canonical = raw_object(GOOD)
+    keys_unsorted = cbor2.dumps({"v": 1, "s": {"v": 1, "e": [["a", 1, [GOOD]]]}})  # "v" before "s"
+    long_int = canonical.replace(b"\x05", b"\x18\x05", 1)  # last_modified 5 written in two bytes
+    for non_canonical in (keys_unsorted, long_int):
+        assert non_canonical != canonical
+        with pytest.raises(ObjectDecodeError, match="canonical"):
+            decode_object(non_canonical)
+        assert decode_object(non_canonical, trusted=True) == decode_object(canonical)
 
 
 def test_the_good_raw_object_decodes_and_errors_nest():

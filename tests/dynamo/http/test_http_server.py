@@ -164,6 +164,33 @@ def test_pipelined_requests_are_answered_in_order_one_at_a_time():
     run_with_server(test)
 
 
+def test_pipelined_requests_answered_without_waiting_still_let_others_run():
+    async def instant(request):  # never yields: only the server's own checkpoints let others in
+        return Response(200, (), request.path.encode())
+
+    async def test(connect, app):
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            client = await connect()
+            await client.send(b"".join(get(f"/{index}") for index in range(200)))
+            start_ticks = ticks
+            for index in range(200):
+                status, _, body = await client.read_response()
+                assert (status, body) == (200, f"/{index}".encode())
+            assert ticks - start_ticks >= 100  # about one scheduler pass per pipelined request
+            nursery.cancel_scope.cancel()
+
+    run_with_server(test, instant)
+
+
 def test_head_sends_get_headers_without_body_and_keeps_the_connection():
     async def test(connect, app):
         client = await connect()

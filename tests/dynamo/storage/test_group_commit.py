@@ -244,3 +244,33 @@ def test_delete_through_committer(make_backend):
     trio.run(main)
     assert backend.get(b"b", b"k") is None
     assert list(backend.iterate(1)) == [(b"b", b"k2", b"w")]
+
+
+def test_write_in_thread_returns_raises_and_outlives_a_cancel():
+    from dynamo.storage.commit import write_in_thread
+
+    main_thread = threading.get_ident()
+    release = threading.Event()
+    finished = []
+
+    def slow(value):
+        release.wait(5)
+        finished.append(threading.get_ident())
+        return value * 2
+
+    def fails():
+        raise KeyError("in the thread")
+
+    async def main():
+        assert await write_in_thread(lambda: threading.get_ident()) != main_thread
+        with pytest.raises(KeyError, match="in the thread"):
+            await write_in_thread(fails)
+        results = []
+        with trio.CancelScope() as scope:
+            scope.cancel()  # already cancelled: the call still runs to the end and returns its result
+            trio.lowlevel.current_trio_token().run_sync_soon(release.set)
+            results.append(await write_in_thread(slow, 21))
+            await trio.lowlevel.checkpoint()  # the cancel arrives at the next checkpoint
+        assert scope.cancelled_caught and results == [42] and len(finished) == 1
+
+    trio.run(main)
