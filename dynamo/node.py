@@ -1,0 +1,330 @@
+"""One node process: storage, RPC, gossip, the coordinator, hinted handoff and HTTP, wired together.
+
+Theory of operation
+- `Node(config).run()` opens the backend (SQLite in data_dir, or memory), starts the group committer,
+  the peer pool, the RPC server, the gossip driver, the handoff loop and the HTTP server, and runs until
+  cancelled. Stopping closes the listeners and loops first, then lets the committer write every write
+  already queued (shielded from the cancel), then closes the backend: a clean stop loses nothing.
+- Identity (data_dir/node.json): the node id, an *incarnation* and the gossip generation. The incarnation
+  is a random id made when the data dir is first initialised; the node's actor id in every causal clock
+  is f"{node_id}:{incarnation}". A node that lost its data (a wiped or new data dir) gets a new
+  incarnation and so a new actor: it must never mint a dot (actor, n) again for a different value, and a
+  wiped node no longer knows which n it used (Riak renews its vnode ids for the same reason). The
+  generation rises at every start (and is at least the Unix time), so gossip takes the new state even
+  after a wipe.
+- `run_node(config)` adds SIGTERM/SIGINT handling; `main(argv)` is `dynamo node --config node.toml`.
+- RPC types served: kv.get, kv.replicate, kv.handoff, kv.coordinate, gossip (one-way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import logging
+import os
+import pathlib
+import random
+import signal
+import sys
+import time
+from typing import Any, Sequence
+
+import trio
+
+from dynamo.api import Api
+from dynamo.bucket import BadProps, BucketProps, BucketRegistry
+from dynamo.config import ConfigError, Member, NodeConfig, load_config
+from dynamo.http.server import HttpServer, Limits
+from dynamo.rpc import PeerPool, RpcServer, UnknownType
+from dynamo.service.coordinator import Coordinator
+from dynamo.service.handoff import Handoff
+from dynamo.service.membership import GOSSIP_TYPE, Membership
+from dynamo.service.replica import Replica
+from dynamo.stats import Stats
+from dynamo.storage import Backend, GroupCommitter, HintStore, MemoryBackend, SqliteBackend, StorageError
+
+IDENTITY_FILE = "node.json"
+STORE_FILE = "store.sqlite3"
+BODY_SLACK_BYTES = 64 * 1024
+RPC_CONCURRENCY_MAX = 256
+
+log = logging.getLogger("dynamo.node")
+
+
+class NodeLog(logging.LoggerAdapter):
+    """Prefixes the node's own lines with its id, for processes that hold several nodes (tests). `main`
+    puts the node id on every line of its process instead (the RPC and HTTP layers log too)."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return (f"[{self.extra['node']}] {msg}" if self.extra.get("prefix", True) else msg), kwargs
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    incarnation: str
+    generation: int
+    joined: int
+
+
+def load_identity(data_dir: str | None, node_id: str, *, fresh_store: bool = False) -> Identity:
+    """Read, bump and durably rewrite the node's identity. A new incarnation if there is none, or if the
+    store is new (`fresh_store`: data and incarnation go together). The generation always rises above
+    the last one recorded, even for a new incarnation: gossip ignores a generation it has seen."""
+    generation_floor = int(time.time())
+    if data_dir is None:
+        return Identity(os.urandom(4).hex(), generation_floor, generation_floor)
+    path = pathlib.Path(data_dir) / IDENTITY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old: dict[str, Any] | None = None
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+            int(old["generation"]), int(old["joined"]), str(old["incarnation"])
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            raise ConfigError(f"{path} is unreadable: {error!r}") from None
+        if old.get("node_id") != node_id:
+            raise ConfigError(f"{path} belongs to node {old.get('node_id')!r}, not {node_id!r}: "
+                              f"use another data_dir")
+    generation = generation_floor if old is None else max(int(old["generation"]) + 1, generation_floor)
+    if old is None or fresh_store:
+        identity = Identity(os.urandom(4).hex(), generation, generation)
+    else:
+        identity = Identity(str(old["incarnation"]), generation, int(old["joined"]))
+    _write_durably(path, json.dumps({"node_id": node_id, **dataclasses.asdict(identity)}))
+    return identity
+
+
+def _write_durably(path: pathlib.Path, text: str) -> None:
+    temporary = path.with_suffix(".tmp")
+    with open(temporary, "w") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _bound_port(listeners: Sequence[Any]) -> int:
+    return listeners[0].socket.getsockname()[1]
+
+
+class Node:
+    """A whole node. Attributes other than `config` exist once `run` has started it."""
+
+    def __init__(self, config: NodeConfig, *, backend: Backend | None = None, log_prefix: bool = True) -> None:
+        self.config = config
+        self._given_backend = backend
+        self.log = NodeLog(log, {"node": config.node_id, "prefix": log_prefix})
+        self.stats = Stats()
+        try:
+            defaults = BucketProps(**config.bucket_defaults())
+        except BadProps as error:
+            raise ConfigError(f"bucket defaults: {error}") from None
+        self.registry = BucketRegistry(defaults, config.node_id)
+        self.started = trio.Event()
+
+    @property
+    def http_port(self) -> int:
+        return self.config.http_port
+
+    @property
+    def rpc_port(self) -> int:
+        return self.config.rpc_port
+
+    def _open_backend(self) -> tuple[Backend, bool]:
+        """(backend, whether the store is new)."""
+        if self._given_backend is not None:
+            given = self._given_backend  # an empty store is a new one: its node gets a new incarnation
+            return given, given.count() == 0 and given.hint_id_max() == 0
+        if self.config.backend == "memory":
+            return MemoryBackend(), True
+        path = pathlib.Path(self.config.data_dir) / STORE_FILE
+        fresh = not path.exists()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return SqliteBackend(path), fresh
+
+    async def run(self, *, rpc_listeners: Sequence[Any] | None = None, http_listeners: Sequence[Any] | None = None,
+                  task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        backend, fresh = self._open_backend()
+        try:
+            # A memory store lives only as long as its process unless the caller hands it in again.
+            data_dir = self.config.data_dir if (self.config.backend == "sqlite" or self._given_backend) else None
+            self.identity = load_identity(data_dir, self.config.node_id, fresh_store=fresh)
+            self.actor = f"{self.config.node_id}:{self.identity.incarnation}"
+            self.backend = backend
+            self.committer = GroupCommitter(backend)
+            self.hints = HintStore(self.committer)
+            async with trio.open_nursery() as outer:
+                await outer.start(self._run_committer)
+                try:
+                    async with trio.open_nursery() as nursery:
+                        await self._start(nursery, rpc_listeners, http_listeners)
+                        self.started.set()
+                        task_status.started(self)
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await self.committer.aclose()
+        finally:
+            if self._given_backend is None:
+                backend.close()
+            self.log.info("stopped")
+
+    async def _run_committer(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        # Shielded: a stop must not abort writes already queued; `aclose` ends it once the rest is down.
+        with trio.CancelScope(shield=True):
+            await self.committer.run(task_status=task_status)
+
+    async def _start(self, nursery: trio.Nursery, rpc_listeners: Sequence[Any] | None,
+                     http_listeners: Sequence[Any] | None) -> None:
+        config = self.config
+        if rpc_listeners is None:
+            rpc_listeners = await trio.open_tcp_listeners(config.rpc_port, host=config.rpc_host)
+        if http_listeners is None:
+            http_listeners = await trio.open_tcp_listeners(config.http_port, host=config.http_host)
+        self._adopt_ports(_bound_port(rpc_listeners), _bound_port(http_listeners))
+        config = self.config
+        secret = config.secret.encode("utf-8")
+        self.pool = PeerPool(config.node_id, config.cluster, secret)
+        await nursery.start(self.pool.run)
+        self.replica = Replica(self.committer, self.hints, config.partitions, self.stats)
+        self.membership = Membership(config, self.pool, self.registry, generation=self.identity.generation,
+                                     joined_generation=self.identity.joined, rng=random.Random(),
+                                     hints_pending=self.hints.count, logger=self.log)
+        self.coordinator = Coordinator(config.node_id, self.actor, self.replica, self.membership, self.pool,
+                                       self.stats, siblings_warn=config.siblings_warn,
+                                       siblings_max=config.siblings_max, logger=self.log)
+        self.coordinator.nursery = nursery
+        self.handoff = Handoff(config.node_id, self.actor, self.replica, self.hints, self.pool, self.membership,
+                               self.registry, self.stats, interval_s=config.handoff_interval_s,
+                               batch=config.handoff_batch, backoff_max_s=config.handoff_backoff_max_s,
+                               timeout_s=config.request_timeout_s, logger=self.log)
+        self.rpc_server = RpcServer(config.node_id, config.cluster, secret, self._rpc,
+                                    concurrency_max=RPC_CONCURRENCY_MAX)
+        await nursery.start(self.membership.run)  # first: gossip arriving over RPC needs its nursery
+        await nursery.start(self.rpc_server.serve, rpc_listeners)
+        limits = Limits(body_bytes_max=config.value_bytes_max + BODY_SLACK_BYTES, inflight_max=config.inflight_max)
+        self.http_server = HttpServer(Api(self), limits)
+        await nursery.start(self.http_server.serve_listeners, http_listeners)
+        await nursery.start(self.handoff.run)
+        self.log.info("serving HTTP on %s and RPC on %s (actor %s, %d members)", config.http_address,
+                      config.rpc_address, self.actor, len(config.members))
+        if len(config.members) < config.n_val:
+            self.log.warning("n_val %d but only %d members: a key has at most %d replicas, so quorums above "
+                             "that fail; lower n_val (and r/w) or add members", config.n_val,
+                             len(config.members), len(config.members))
+
+    def _adopt_ports(self, rpc_port: int, http_port: int) -> None:
+        """Port 0 in the config means "any": the ports actually bound are the node's addresses."""
+        config = self.config
+        if (rpc_port, http_port) == (config.rpc_port, config.http_port):
+            return
+        changed = config.replace(rpc_port=rpc_port, http_port=http_port, members=())
+        me = Member(config.node_id, changed.rpc_address, changed.http_address)
+        others = tuple(m for m in config.members if m.node_id != config.node_id)
+        self.config = changed.replace(members=others + (me,))
+
+    async def _rpc(self, peer_id: str, type_: str, body: Any) -> Any:
+        if type_ == "kv.get":
+            return await self.replica.rpc_get(body)
+        if type_ == "kv.replicate":
+            return await self.replica.rpc_replicate(body)
+        if type_ == GOSSIP_TYPE:
+            return await self.membership.handle_rpc(peer_id, body)
+        if type_ == "kv.coordinate":
+            return await self.coordinator.rpc_coordinate(body)
+        if type_ == "kv.handoff":
+            return await self.replica.rpc_handoff(body)
+        raise UnknownType(type_)
+
+    async def stats_report(self) -> dict[str, Any]:
+        backend = self.backend
+        keys = await trio.to_thread.run_sync(backend.count) if backend.blocking else backend.count()
+        membership = self.membership
+        gauges = {
+            "node": self.config.node_id, "actor": self.actor, "keys_stored": keys,
+            "hints_pending": self.hints.count(), "ring_version": membership.ring.version,
+            "ring_members": len(membership.ring.nodes), "members_down": sorted(membership.down),
+            "http_inflight": self.http_server.inflight, "commit_batches": self.committer.batches_written,
+            "commit_ops": self.committer.ops_written, "rpc_requests": self.rpc_server.stats.requests,
+            "rpc_handler_errors": self.rpc_server.stats.handler_errors,
+        }
+        return self.stats.to_json(gauges)
+
+
+async def _stop_on_signal(cancel_scope: trio.CancelScope, node: Node) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            node.log.info("%s: stopping", signal.Signals(signum).name)
+            cancel_scope.cancel()
+            return
+
+
+async def run_node(config: NodeConfig, *, log_prefix: bool = True,
+                   task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+    """Run a node until SIGTERM/SIGINT (or until cancelled); `task_status.started` gets the Node."""
+    node = Node(config, log_prefix=log_prefix)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_signal, nursery.cancel_scope, node)
+        await nursery.start(node.run)
+        task_status.started(node)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dynamo node", description="Run one node of a dynamo cluster.")
+    parser.add_argument("--config", help="a TOML file of settings (flags override it)")
+    parser.add_argument("--node-id")
+    parser.add_argument("--rpc", help="RPC listen address host:port (default 127.0.0.1:7001)")
+    parser.add_argument("--http", help="HTTP listen address host:port (default 127.0.0.1:8001)")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--backend", choices=("sqlite", "memory"))
+    parser.add_argument("--cluster", help="cluster name")
+    parser.add_argument("--secret", help="cluster secret (default: a loopback-only placeholder)")
+    parser.add_argument("--partitions", type=int)
+    parser.add_argument("--n-val", type=int)
+    parser.add_argument("--member", action="append", metavar="ID=RPC,HTTP",
+                        help="a cluster member, e.g. node2=127.0.0.1:7002,127.0.0.1:8002 (repeat)")
+    parser.add_argument("--log-level")
+    return parser
+
+
+def _members(values: list[str] | None) -> tuple[Member, ...] | None:
+    if not values:
+        return None
+    members = []
+    for value in values:
+        node_id, _, addresses = value.partition("=")
+        rpc, _, http = addresses.partition(",")
+        members.append(Member(node_id, rpc, http))
+    return tuple(members)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        overrides = {"node_id": args.node_id, "rpc": args.rpc, "http": args.http, "backend": args.backend,
+                     "cluster": args.cluster, "secret": args.secret, "partitions": args.partitions,
+                     "n_val": args.n_val, "members": _members(args.member), "log_level": args.log_level}
+        if args.data_dir is not None:
+            overrides["data_dir"] = args.data_dir
+        config = load_config(args.config, **overrides)
+    except ConfigError as error:
+        print(f"dynamo node: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
+                        format=f"%(asctime)s {config.node_id} %(levelname)s %(name)s: %(message)s")
+    try:
+        trio.run(functools.partial(run_node, config, log_prefix=False))
+    except (ConfigError, StorageError, OSError) as error:
+        print(f"dynamo node {config.node_id}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

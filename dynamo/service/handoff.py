@@ -1,0 +1,111 @@
+"""Hinted handoff: a fallback gives the writes it holds for a down primary back once that primary is up.
+
+Theory of operation
+- Every `interval_s` the loop looks at the targets with pending hints (HintStore.counts). A target gets a
+  delivery when gossip says it is alive and its backoff has expired. A delivery takes the target's oldest
+  `batch` hints, reads the CURRENT local copy of each distinct key (it holds everything any hint of the key
+  ever held, merges and later writes included) and sends them in one "kv.handoff" call; the target merges
+  and stores them durably before it answers. Only then are exactly those hints removed (a hint added
+  meanwhile stays for the next batch). A failure doubles the target's backoff (capped); a success resets
+  it. Delivering twice is harmless: merging is idempotent.
+- After a delivery, a key this node is not a primary for and holds no other hint for is deleted locally:
+  under the key's lock, only if the copy is still the one delivered. One more condition: the copy must not
+  hold a dot of this node's own actor. Such a copy is how this node remembers its counter for the key; were
+  it dropped, a later write coordinated here would mint (actor, n) again for a different value. Those
+  copies stay (they are few: fallbacks coordinate only when no primary is reachable).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import trio
+
+from dynamo.bucket import BucketRegistry
+from dynamo.object import StoredObject
+from dynamo.rpc import PeerPool, RpcError
+from dynamo.service.membership import Membership
+from dynamo.service.replica import Replica
+from dynamo.stats import Stats
+from dynamo.storage import HintStore, StorageError
+from ring.hashing import partition_for_key
+
+log = logging.getLogger("dynamo.handoff")
+
+BATCHES_PER_ROUND_MAX = 16  # per target and round, so one big backlog does not starve the others
+
+
+class Handoff:
+    def __init__(self, node_id: str, actor: str, replica: Replica, hints: HintStore, pool: PeerPool,
+                 membership: Membership, registry: BucketRegistry, stats: Stats, *, interval_s: float,
+                 batch: int, backoff_max_s: float, timeout_s: float,
+                 logger: logging.LoggerAdapter | None = None) -> None:
+        self.node_id, self.actor = node_id, actor
+        self.replica, self.hints, self.pool = replica, hints, pool
+        self.membership, self.registry, self.stats = membership, registry, stats
+        self.interval_s, self.batch, self.backoff_max_s, self.timeout_s = interval_s, batch, backoff_max_s, timeout_s
+        self.log = logger or logging.LoggerAdapter(log, {})
+        self._failures: dict[str, int] = {}
+        self._retry_at_s: dict[str, float] = {}
+
+    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await trio.sleep(self.interval_s)
+            await self.round()
+
+    async def round(self) -> None:
+        for target in sorted(self.hints.counts()):
+            now_s = trio.current_time()
+            if target == self.node_id or not self.membership.is_alive(target) \
+                    or now_s < self._retry_at_s.get(target, -math.inf):
+                continue
+            try:
+                for _ in range(BATCHES_PER_ROUND_MAX):
+                    if not await self.deliver(target):
+                        break
+            except (RpcError, StorageError) as error:
+                failures = self._failures[target] = self._failures.get(target, 0) + 1
+                delay_s = min(self.backoff_max_s, self.interval_s * 2 ** min(failures, 30))
+                self._retry_at_s[target] = trio.current_time() + delay_s
+                self.stats.handoff_failures += 1
+                self.log.info("handoff to %s failed (%s); retry in %.1fs", target, error, delay_s)
+            else:
+                self._failures.pop(target, None)
+                self._retry_at_s.pop(target, None)
+
+    async def deliver(self, target: str) -> bool:
+        """Send one batch of `target`'s hints; True if there may be more."""
+        hints = self.hints.pending(target, limit=self.batch)
+        if not hints:
+            return False
+        sent: dict[tuple[bytes, bytes], bytes] = {}
+        for hint in hints:
+            name = (hint.bucket, hint.key)
+            if name not in sent:
+                blob = self.replica.read(hint.bucket, hint.key)
+                if blob is not None:
+                    sent[name] = blob
+        if sent:
+            items = [[bucket, key, blob] for (bucket, key), blob in sent.items()]
+            await self.pool.call(target, "kv.handoff", items, self.timeout_s)
+        await self.hints.remove([hint.hint_id for hint in hints])
+        self.stats.hints_delivered += len(hints)
+        self.log.debug("handed %d keys (%d hints) to %s", len(sent), len(hints), target)
+        for (bucket, key), blob in sent.items():
+            await self._maybe_drop(bucket, key, blob)
+        return len(hints) == self.batch
+
+    async def _maybe_drop(self, bucket: bytes, key: bytes, blob: bytes) -> None:
+        partition = partition_for_key(bucket, key, self.membership.ring.partitions)
+        if self.membership.is_primary(partition, self.registry.get(bucket).n_val):
+            return
+        if await self.replica.drop_if(bucket, key, blob, self._holds_no_own_dot):
+            self.stats.handoff_keys_dropped += 1
+        else:
+            self.log.debug("kept %r/%r after handoff (changed, hinted again, or holding our own dots)",
+                           bucket, key)
+
+    def _holds_no_own_dot(self, obj: StoredObject) -> bool:
+        return all(entry.actor != self.actor for entry in obj.clock.entries)

@@ -1,0 +1,262 @@
+"""The replica side of a node: its local copies, and every read-modify-write of them.
+
+Theory of operation
+- Reads go straight to the backend (an index lookup). Every change of a local copy is a read-modify-write
+  (read the blob, merge or apply a write, store) under a per-key lock, and returns only once the group
+  committer made it durable. Without the lock two concurrent merges of one key could both start from the
+  same copy and one would be lost; worse, two writes coordinated here could both mint the same dot.
+- `coordinate` is the coordinator's write: apply the client's change to the *local, durable, latest* copy
+  (that is what makes the next dot of this node's actor unique), store it, then return the new object for
+  the caller to replicate. A fallback stores a hint with it, in the same atomic submit.
+- `merge_in` is what a replica does with an object from a coordinator, a read repair or a handoff: merge
+  it with the local copy (DVV sync: order and repetition do not matter) and store the result, with a hint
+  when it stands in for a primary. Merging what is already there writes nothing (but still the hint).
+- A hint's blob is left empty: handoff always sends the current local copy of the key, which holds
+  everything any hint of it ever held, so storing the object twice would only cost disk and fsync time.
+- Blobs are canonical encodings (equal objects, equal bytes), so "nothing changed" is a byte compare and a
+  blob new to this node is stored as it came (peers are authenticated and only send encode_object output).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+import trio
+
+from dynamo.object import StoredObject, decode_object, encode_object, merge
+from dynamo.storage import Delete, GroupCommitter, HintAdd, HintStore, Put
+from dynamo.stats import Stats
+from ring.hashing import partition_for_key
+
+BUCKET_BYTES_MAX = 4096
+KEY_BYTES_MAX = 65536
+
+
+class KeyLocks:
+    """One lock per (bucket, key), created on demand and dropped when free. Release hands the lock
+    straight to the oldest waiter, so a busy key cannot starve anyone."""
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[bytes, bytes], list[trio.Event]] = {}
+
+    def locked(self, name: tuple[bytes, bytes]) -> bool:
+        return name in self._held
+
+    async def acquire(self, name: tuple[bytes, bytes]) -> None:
+        waiters = self._held.get(name)
+        if waiters is None:
+            self._held[name] = []
+            return
+        event = trio.Event()
+        waiters.append(event)
+        try:
+            await event.wait()
+        except BaseException:
+            if event in waiters:
+                waiters.remove(event)
+            else:
+                self.release(name)  # it was handed to us as we were cancelled: pass it on
+            raise
+
+    def release(self, name: tuple[bytes, bytes]) -> None:
+        waiters = self._held[name]
+        if waiters:
+            waiters.pop(0).set()
+        else:
+            del self._held[name]
+
+    def hold(self, name: tuple[bytes, bytes]) -> "_Held":
+        return _Held(self, name)
+
+
+class _Held:
+    __slots__ = ("locks", "name")
+
+    def __init__(self, locks: KeyLocks, name: tuple[bytes, bytes]) -> None:
+        self.locks, self.name = locks, name
+
+    async def __aenter__(self) -> None:
+        await self.locks.acquire(self.name)
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.locks.release(self.name)
+
+
+class SiblingLimitError(ValueError):
+    """The write would leave more siblings than allowed (answered 413, nothing stored)."""
+
+
+class ObjectCache:
+    """Memo of decode_object for small blobs seen lately (FIFO, bounded). Decoding is a pure function
+    of the bytes and objects are immutable, so one cache may serve every node of a process. A hot key
+    is then decoded once, not on every read and every merge, and its vtag is hashed once."""
+
+    def __init__(self, entries_max: int = 4096, blob_bytes_max: int = 2048) -> None:
+        self.entries_max, self.blob_bytes_max = entries_max, blob_bytes_max
+        self._objects: dict[bytes, StoredObject] = {}
+
+    def decode(self, blob: bytes) -> StoredObject:
+        """Blobs come from our storage or from peers (authenticated, sending encode_object output): the
+        trusted decode, without the canonical re-encode check."""
+        obj = self._objects.get(blob)
+        if obj is None:
+            obj = decode_object(blob, trusted=True)
+            self.remember(blob, obj)
+        return obj
+
+    def remember(self, blob: bytes, obj: StoredObject) -> None:
+        if len(blob) <= self.blob_bytes_max:
+            objects = self._objects
+            if len(objects) >= self.entries_max:
+                del objects[next(iter(objects))]
+            objects[blob] = obj
+
+
+OBJECTS = ObjectCache()
+
+
+def merge_blobs(local: bytes | None, incoming: bytes) -> bytes | None:
+    """The blob to store after merging `incoming` into `local`, or None when nothing changes."""
+    if local is None:
+        return incoming
+    if local == incoming:
+        return None
+    obj = merge(OBJECTS.decode(local), OBJECTS.decode(incoming))
+    merged = encode_object(obj)
+    if merged == local:
+        return None
+    OBJECTS.remember(merged, obj)
+    return merged
+
+
+def _check_name(bucket: Any, key: Any) -> None:
+    if type(bucket) is not bytes or type(key) is not bytes or len(bucket) > BUCKET_BYTES_MAX \
+            or len(key) > KEY_BYTES_MAX:
+        raise ValueError("bucket and key must be bytes within the size limits")
+
+
+class Replica:
+    """Local copies of one node, changed only through `coordinate`, `merge_in` and `drop_if`."""
+
+    def __init__(self, committer: GroupCommitter, hints: HintStore, partitions: int, stats: Stats) -> None:
+        self.committer = committer
+        self.backend = committer.backend
+        self.hints = hints
+        self.partitions = partitions
+        self.stats = stats
+        self.locks = KeyLocks()
+
+    def read(self, bucket: bytes, key: bytes) -> bytes | None:
+        return self.backend.get(bucket, key)
+
+    def _hint_op(self, target: str | None, partition: int, bucket: bytes, key: bytes) -> list[HintAdd]:
+        if target is None:
+            return []
+        self.stats.hints_written += 1
+        return [HintAdd(self.hints.make(target, partition, bucket, key, b"", time.time_ns() // 1000))]
+
+    async def coordinate(self, bucket: bytes, key: bytes,
+                         change: Callable[[StoredObject | None], StoredObject],
+                         hint_for: str | None) -> tuple[StoredObject, bytes]:
+        """Apply `change` to the local copy and store the result durably; return (object, blob).
+        `change` may raise (e.g. SiblingLimitError): then nothing is stored."""
+        partition = partition_for_key(bucket, key, self.partitions)
+        name = (bucket, key)
+        await self.locks.acquire(name)
+        try:
+            local = self.backend.get(bucket, key)
+            obj = change(OBJECTS.decode(local) if local is not None else None)
+            blob = encode_object(obj)
+            OBJECTS.remember(blob, obj)
+            ops = [Put(partition, bucket, key, blob)] + self._hint_op(hint_for, partition, bucket, key)
+            await self.committer.submit(ops)
+        finally:
+            self.locks.release(name)
+        self.stats.vnode_puts += 1
+        return obj, blob
+
+    async def merge_in(self, bucket: bytes, key: bytes, blob: bytes, hint_for: str | None) -> None:
+        """Merge a copy from another node into the local one, durably (the one-key path of merge_many)."""
+        name = (bucket, key)
+        await self.locks.acquire(name)
+        try:
+            merged = merge_blobs(self.backend.get(bucket, key), blob)
+            partition = partition_for_key(bucket, key, self.partitions)
+            ops = [Put(partition, bucket, key, merged)] if merged is not None else []
+            ops += self._hint_op(hint_for, partition, bucket, key)
+            if ops:
+                await self.committer.submit(ops)
+        finally:
+            self.locks.release(name)
+        self.stats.vnode_puts += 1
+
+    async def merge_many(self, items: Sequence[tuple[bytes, bytes, bytes]], hint_for: str | None = None) -> None:
+        """Merge several copies in one durable submit (handoff batches). Locks are taken in key order so
+        two batches cannot deadlock; each key is merged once even if it comes twice."""
+        names = sorted({(bucket, key) for bucket, key, _ in items})
+        held = []
+        try:
+            for name in names:
+                await self.locks.acquire(name)
+                held.append(name)
+            current = {name: self.backend.get(*name) for name in names}
+            result = dict(current)
+            for bucket, key, blob in items:
+                merged = merge_blobs(result[(bucket, key)], blob)
+                if merged is not None:
+                    result[(bucket, key)] = merged
+            ops: list = []
+            for bucket, key in names:
+                partition = partition_for_key(bucket, key, self.partitions)
+                if result[(bucket, key)] != current[(bucket, key)]:
+                    ops.append(Put(partition, bucket, key, result[(bucket, key)]))
+                ops.extend(self._hint_op(hint_for, partition, bucket, key))
+            if ops:
+                await self.committer.submit(ops)
+        finally:
+            for name in held:
+                self.locks.release(name)
+        self.stats.vnode_puts += len(names)
+
+    async def drop_if(self, bucket: bytes, key: bytes, blob: bytes,
+                      may_drop: Callable[[StoredObject], bool]) -> bool:
+        """Delete the local copy if it is still `blob`, no hint for it is pending and `may_drop` agrees
+        (checked under the key's lock, so no write can slip in between the checks and the delete)."""
+        name = (bucket, key)
+        async with self.locks.hold(name):
+            if self.backend.get(bucket, key) != blob or self.hints.has_hint(bucket, key):
+                return False
+            if not may_drop(OBJECTS.decode(blob)):
+                return False
+            await self.committer.submit([Delete(bucket, key)])
+        return True
+
+    # ---- RPC handlers -------------------------------------------------------------------------------
+
+    async def rpc_get(self, body: Any) -> bytes | None:
+        bucket, key = body
+        _check_name(bucket, key)
+        self.stats.vnode_gets += 1
+        return self.backend.get(bucket, key)
+
+    async def rpc_replicate(self, body: Any) -> bool:
+        bucket, key, blob, hint_for = body
+        _check_name(bucket, key)
+        if type(blob) is not bytes or (hint_for is not None and type(hint_for) is not str):
+            raise ValueError("kv.replicate wants [bucket, key, blob, hint_for or null]")
+        await self.merge_in(bucket, key, blob, hint_for)
+        return True
+
+    async def rpc_handoff(self, body: Any) -> int:
+        if type(body) is not list:
+            raise ValueError("kv.handoff wants a list of [bucket, key, blob]")
+        items = []
+        for item in body:
+            bucket, key, blob = item
+            _check_name(bucket, key)
+            if type(blob) is not bytes:
+                raise ValueError("kv.handoff blobs must be bytes")
+            items.append((bucket, key, blob))
+        await self.merge_many(items)
+        return len(items)
