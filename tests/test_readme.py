@@ -20,4 +20,5 @@ def test_ci_runs_the_readme_test_command():
 
 def test_readme_has_a_command_that_starts_the_main_job():
     blocks = shell_blocks((ROOT / "README.md").read_text())
-    assert any("pytest" not in b and "dynamo " in b for b in blocks)
+    main_command = blocks[0]
+    assert "pytest" not in main_command and "dynamo cluster up" in main_command, main_command
