@@ -13,7 +13,7 @@ Theory of operation
   generation rises at every start (and is at least the Unix time), so gossip takes the new state even
   after a wipe.
 - `run_node(config)` adds SIGTERM/SIGINT handling; `main(argv)` is `dynamo node --config node.toml`.
-- RPC types served: kv.get, kv.replicate, kv.handoff, kv.coordinate, gossip (one-way).
+- RPC types served: see `_serve_rpc_types` (kv.get, kv.replicate, kv.handoff, kv.coordinate, gossip).
 """
 
 from __future__ import annotations
@@ -204,6 +204,7 @@ class Node:
                                self.registry, self.stats, interval_s=config.handoff_interval_s,
                                batch=config.handoff_batch, backoff_max_s=config.handoff_backoff_max_s,
                                timeout_s=config.request_timeout_s, logger=self.log)
+        self._serve_rpc_types()
         self.rpc_server = RpcServer(config.node_id, config.cluster, secret, self._rpc,
                                     concurrency_max=RPC_CONCURRENCY_MAX)
         await nursery.start(self.membership.run)  # first: gossip arriving over RPC needs its nursery
@@ -229,18 +230,21 @@ class Node:
         others = tuple(m for m in config.members if m.node_id != config.node_id)
         self.config = changed.replace(members=others + (me,))
 
+    def _serve_rpc_types(self) -> None:
+        """The RPC types this node answers: type -> async handler(peer_id, body). Services add theirs here."""
+        self.rpc_handlers = {
+            "kv.get": lambda peer_id, body: self.replica.rpc_get(body),
+            "kv.replicate": lambda peer_id, body: self.replica.rpc_replicate(body),
+            "kv.handoff": lambda peer_id, body: self.replica.rpc_handoff(body),
+            "kv.coordinate": lambda peer_id, body: self.coordinator.rpc_coordinate(body),
+            GOSSIP_TYPE: self.membership.handle_rpc,
+        }
+
     async def _rpc(self, peer_id: str, type_: str, body: Any) -> Any:
-        if type_ == "kv.get":
-            return await self.replica.rpc_get(body)
-        if type_ == "kv.replicate":
-            return await self.replica.rpc_replicate(body)
-        if type_ == GOSSIP_TYPE:
-            return await self.membership.handle_rpc(peer_id, body)
-        if type_ == "kv.coordinate":
-            return await self.coordinator.rpc_coordinate(body)
-        if type_ == "kv.handoff":
-            return await self.replica.rpc_handoff(body)
-        raise UnknownType(type_)
+        handler = self.rpc_handlers.get(type_)
+        if handler is None:
+            raise UnknownType(type_)
+        return await handler(peer_id, body)
 
     async def stats_report(self) -> dict[str, Any]:
         backend = self.backend
