@@ -23,7 +23,8 @@ Failure rules:
 - A dial that fails (refused, timed out, handshake rejected, or the peer is not the node we asked for) puts
   the peer in backoff: the next attempt is allowed after an exponentially growing, capped, jittered delay.
   While backing off, requests fail at once with RpcUnavailable instead of waiting out their deadline, so the
-  coordinator can move on to a fallback replica. The first request after the delay dials again.
+  coordinator can move on to a fallback replica. The first request after the delay dials again, or the
+  first after `reset_backoff` (the node's membership calls it when gossip hears the peer is back).
 - When a connection drops, every request waiting on it fails with RpcUnavailable; the next one re-dials at
   once (a connection that worked is not yet a reason to back off).
 - The dial runs in the pool's own nursery, not in the caller's cancel scope, so one impatient caller does
@@ -194,7 +195,12 @@ class PeerPool:
                 self._nursery = nursery
                 nursery.start_soon(self._expire_requests)
                 task_status.started(self)
-                await trio.sleep_forever()
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    # The nursery takes no new tasks once its body has left, while it still waits for the
+                    # running ones: from here on, callers must hear "not running", not trio's RuntimeError.
+                    self._nursery = None
         finally:
             self._nursery = None
 
@@ -224,6 +230,14 @@ class PeerPool:
             peer.address, peer.failures, peer.retry_at_s = (host, port), 0, -math.inf
             if peer.link is not None:
                 peer.link.close()
+
+    def reset_backoff(self, peer_id: str) -> None:
+        """Forget the peer's failed dials, so the next request dials at once. For when we learn by other
+        means (gossip: it restarted, or is up again) that the peer is back: backing off longer only turns
+        away requests it could serve."""
+        peer = self._peers.get(peer_id)
+        if peer is not None:
+            peer.failures, peer.retry_at_s = 0, -math.inf
 
     def remove(self, peer_id: str) -> None:
         peer = self._peers.pop(peer_id, None)
@@ -347,7 +361,6 @@ class PeerPool:
         raise RpcUnavailable(f"{peer_id} unreachable: {peer.last_error}")
 
     async def _dial(self, peer: _Peer) -> None:
-        assert self._nursery is not None
         stream = None
         try:
             with trio.fail_after(self.connect_timeout_s):
@@ -355,11 +368,14 @@ class PeerPool:
                 decoder = FrameDecoder(HANDSHAKE_FRAME_BYTES_MAX)
                 handshake = new_handshake(Role.CLIENT, self.node_id, self.cluster, self._secret, peer.peer_id)
                 await authenticate(stream, handshake, decoder)
+            nursery = self._nursery
+            if nursery is None:
+                raise trio.ClosedResourceError("the peer pool stopped while dialling")
             decoder.size_bytes_max = self.size_bytes_max
             peer.link = _ClientLink(stream, decoder, peer.peer_id, self.size_bytes_max)
             stream = None  # the link owns it now
             peer.failures, peer.retry_at_s = 0, -math.inf
-            self._nursery.start_soon(self._run_link, peer, peer.link)
+            nursery.start_soon(self._run_link, peer, peer.link)
         except (OSError, trio.TooSlowError, HandshakeError, FrameError,
                 trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._back_off(peer, describe_error(exc))

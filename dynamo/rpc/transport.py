@@ -18,6 +18,10 @@ with a logged reason; the end of one link never touches another. `RpcServer` acc
 handshake under a deadline (with a small frame limit until the peer is authenticated), then dispatches each
 request to `handler(peer_id, type, body)` in its own task, at most `concurrency_max` at a time per
 connection: when all slots are busy the reader stops reading and TCP pushes back on the peer.
+Types listed in `inline` (type -> sync `fn(peer_id, body)`, for handlers that never wait, such as a read
+of the local store) are answered in the reader's own loop instead: no task, no scheduler pass, and every
+answer to the requests of one read goes out in one write. An inline handler must be quick: the loop
+serves nothing else while it runs. Its errors are answered exactly like a task's.
 
 Unknown types: an unknown *frame kind* (a reply sent to a server, a request sent to a client, a handshake
 message after the handshake) closes the connection, as DESIGN §3 says. An unknown *request type* is the
@@ -53,6 +57,7 @@ KIND_HANDLER = "handler"
 KIND_BAD_REPLY = "bad_reply"
 
 Handler = Callable[[str, str, Any], Awaitable[Any]]
+InlineHandler = Callable[[str, Any], Any]  # (peer_id, body) -> reply body, without blocking
 
 
 class RpcError(Exception):
@@ -260,6 +265,12 @@ class _ServerLink(Link):
         type_ = msg["t"]
         if type_ in (frame.REPLY, frame.ERROR, "hello", "proof"):
             raise FrameError(f"unexpected {type_!r} frame on a server connection")
+        inline = self._server.inline.get(type_)
+        if inline is not None:
+            answer = self._answer_inline(msg, inline)
+            if answer is not None and not self.outbox.put_nowait(answer):
+                await self.outbox.put(answer)  # over the high mark: stop reading until it drains
+            return
         try:
             self._slots.acquire_nowait()  # the common case: no scheduler round trip per request
         except trio.WouldBlock:
@@ -284,11 +295,28 @@ class _ServerLink(Link):
         except UnknownType as exc:
             answer = frame.error(request_id, str(exc) or type_, KIND_UNKNOWN_TYPE)
         except Exception as exc:
-            server.stats.handler_errors += 1
-            log.debug("handler for %r from %s failed", type_, self.peer_id, exc_info=True)
-            answer = frame.error(request_id, f"{type(exc).__name__}: {exc}", KIND_HANDLER)
+            answer = self._handler_error(type_, request_id, exc)
         else:
             answer = frame.reply(request_id, body)
+        return self._encode_answer(type_, request_id, answer)
+
+    def _answer_inline(self, msg: dict, inline: InlineHandler) -> bytes | None:
+        """`_answer` for a type served inline: in the reader's loop, no task, no await."""
+        server, request_id, type_ = self._server, msg["id"], msg["t"]
+        server.stats.requests += 1
+        try:
+            answer = frame.reply(request_id, inline(self.peer_id, msg["b"]))
+        except Exception as exc:
+            answer = self._handler_error(type_, request_id, exc)
+        return self._encode_answer(type_, request_id, answer)
+
+    def _handler_error(self, type_: str, request_id: int, exc: Exception) -> dict:
+        self._server.stats.handler_errors += 1
+        log.debug("handler for %r from %s failed", type_, self.peer_id, exc_info=True)
+        return frame.error(request_id, f"{type(exc).__name__}: {exc}", KIND_HANDLER)
+
+    def _encode_answer(self, type_: str, request_id: int, answer: dict) -> bytes | None:
+        server = self._server
         if request_id == frame.ONE_WAY_ID:
             if answer["t"] == frame.ERROR:
                 log.warning("one-way %r from %s failed: %s", type_, self.peer_id, answer["e"])
@@ -305,12 +333,13 @@ class RpcServer:
 
     def __init__(self, node_id: str, cluster: str, secret, handler: Handler,
                  size_bytes_max: int = SIZE_BYTES_MAX, *, concurrency_max: int = 64,
-                 handshake_timeout_s: float = 5.0):
+                 handshake_timeout_s: float = 5.0, inline: dict[str, InlineHandler] | None = None):
         new_handshake(Role.SERVER, node_id, cluster, secret)  # validates the identity arguments now
         if concurrency_max < 1 or size_bytes_max < HANDSHAKE_FRAME_BYTES_MAX or handshake_timeout_s <= 0:
             raise ValueError("concurrency_max, size_bytes_max and handshake_timeout_s are out of range")
         self.node_id, self.cluster, self._secret = node_id, cluster, secret
         self.handler = handler
+        self.inline = dict(inline or {})
         self.size_bytes_max = size_bytes_max
         self.concurrency_max = concurrency_max
         self.handshake_timeout_s = handshake_timeout_s

@@ -380,3 +380,42 @@ def test_bad_arguments():
     run(body)
     with pytest.raises(HandshakeError):
         Handshake(Role.CLIENT, "A", "prod", SECRET, b"n" * 16).receive(frame.one_way("proof", {}))
+
+
+def test_inline_types_are_answered_by_the_reader_without_the_async_handler():
+    calls = []
+
+    def fast(peer_id, body):
+        calls.append(body)
+        if body == "bad":
+            raise ValueError("no such thing")
+        return [peer_id, body]
+
+    async def only_slow(peer_id, type_, body):
+        assert type_ != "fast", "an inline type reached the task handler"
+        return await handler(peer_id, type_, body)
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            server = RpcServer("B", "prod", SECRET, only_slow, LIMIT, inline={"fast": fast})
+            listeners = await nursery.start(lambda task_status: server.serve(port=0, task_status=task_status))
+            port = listeners[0].socket.getsockname()[1]
+            async with PeerPool("A", "prod", SECRET, size_bytes_max=LIMIT) as pool:
+                pool.set_address("B", "127.0.0.1", port)
+                assert await pool.call("B", "fast", 7, timeout_s=5) == ["A", 7]
+                with pytest.raises(RpcRemoteError) as caught:
+                    await pool.call("B", "fast", "bad", timeout_s=5)
+                assert caught.value.kind == "handler" and "no such thing" in caught.value.message
+                replies = {}
+                for index in range(200):  # pipelined: many arrive in one read, answered in one write
+                    pool.request("B", "fast", index, 5, lambda body, error, i=index: replies.__setitem__(i, body))
+                with trio.fail_after(5):
+                    while len(replies) < 200:
+                        await trio.sleep(0.01)
+                assert replies == {index: ["A", index] for index in range(200)}
+                assert await pool.call("B", "echo", b"slow path", timeout_s=5) == b"slow path"
+            assert server.stats.requests == 203 and server.stats.handler_errors == 1
+            nursery.cancel_scope.cancel()
+        assert len(calls) == 202
+
+    run(main)
