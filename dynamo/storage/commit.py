@@ -16,6 +16,9 @@ Rules it keeps:
   `batch_bytes_max` bytes (a single submit bigger than that still goes, alone). When the open batch is
   full, writers wait for room: back-pressure from the disk.
 - A writer cancelled while it waits gives up waiting, not the write: its ops may still land.
+- `enqueue` is `submit` cut in two: it returns as soon as the ops are in a batch (a `Queued`), so a
+  caller can act on the fact that they will be written (the coordinator sends a new version to the other
+  replicas while its own copy is being committed) and `await queued.wait()` for the outcome later.
 - `aclose` refuses new submits but writes every write submitted before it, including writers still
   waiting for room. When `run` stops otherwise (cancelled: the node crashed), writes not yet written fail
   with CommitterClosedError. Nothing is ever silently dropped.
@@ -83,6 +86,30 @@ class _Batch:
         self.error: BaseException | None = None
 
 
+class Queued:
+    """Ops placed in a batch by `GroupCommitter.enqueue`: `await wait()` returns once they are durable,
+    or raises CommitError / CommitterClosedError when their batch failed (then none of it was written)."""
+
+    __slots__ = ("_batch",)
+
+    def __init__(self, batch: _Batch | None) -> None:
+        self._batch = batch  # None: nothing to write
+
+    @property
+    def settled(self) -> bool:
+        return self._batch is None or self._batch.done.is_set()
+
+    async def wait(self) -> None:
+        batch = self._batch
+        if batch is None:
+            return
+        await batch.done.wait()
+        if batch.error is not None:
+            if isinstance(batch.error, CommitterClosedError):
+                raise CommitterClosedError(str(batch.error))
+            raise CommitError(f"batch of {len(batch.ops)} ops failed: {batch.error}") from batch.error
+
+
 class GroupCommitter:
     """Batches writes to `backend` so one durable write_batch covers many concurrent writers.
 
@@ -109,6 +136,7 @@ class GroupCommitter:
         self._room_waiters = 0  # writers parked there: submitted before any aclose, so still owed a write
         self._state = "new"  # new -> running -> closing -> closed
         self._stopped = trio.Event()
+        self._unsettled_at_stop = 0  # ops dropped or of unknown outcome when the loop stopped
 
     # -- writers -------------------------------------------------------------------------------------
 
@@ -122,11 +150,19 @@ class GroupCommitter:
 
     async def submit(self, ops: Iterable[Op]) -> None:
         """Write ops atomically, in order, in one batch; return once that batch is durable."""
+        queued = await self.enqueue(ops)
+        await queued.wait()
+
+    async def enqueue(self, ops: Iterable[Op]) -> "Queued":
+        """Put ops in the open batch (waiting for room while it is full) and return at once, before the
+        batch is written. From then on the ops *will* be offered to the backend: cancelling the caller
+        no longer stops them; `Queued.wait()` says whether they became durable. Raises like `submit`
+        when the ops never made it into a batch (committer closed, caller cancelled while waiting)."""
         ops = check_ops(ops)
         size_bytes = sum(op.size_bytes for op in ops)
         await trio.lowlevel.checkpoint_if_cancelled()
         if not ops:
-            return
+            return Queued(None)
         self._check_accepting()
         while True:
             batch = self._open
@@ -145,11 +181,7 @@ class GroupCommitter:
         batch.ops.extend(ops)
         batch.size_bytes += size_bytes
         batch.ready.set()
-        await batch.done.wait()
-        if batch.error is not None:
-            if isinstance(batch.error, CommitterClosedError):
-                raise CommitterClosedError(str(batch.error))
-            raise CommitError(f"batch of {len(batch.ops)} ops failed: {batch.error}") from batch.error
+        return Queued(batch)
 
     def _check_accepting(self) -> None:
         if self._state in ("closing", "closed"):
@@ -193,7 +225,14 @@ class GroupCommitter:
         finally:
             self._stop()
 
+    @property
+    def closed_cleanly(self) -> bool:
+        """Stopped by `aclose` with every submitted write written: no batch failed, none was dropped or
+        interrupted. (The node's clean-stop mark depends on it: see node.py.)"""
+        return self._state == "closed" and self.batches_failed == 0 and self._unsettled_at_stop == 0
+
     def _stop(self) -> None:
+        self._unsettled_at_stop += len(self._open.ops)
         self._state = "closed"
         self._open.error = CommitterClosedError("group committer stopped before writing this batch")
         self._open.done.set()
@@ -230,6 +269,7 @@ class GroupCommitter:
             batch.error = error
             self.batches_failed += 1
         else:  # the writing itself was interrupted (cancelled, interrupted thread): we cannot know
+            self._unsettled_at_stop += len(batch.ops)
             batch.error = CommitterClosedError("group committer stopped while writing; outcome unknown")
         batch.done.set()
 

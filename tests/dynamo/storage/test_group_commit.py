@@ -274,3 +274,44 @@ def test_write_in_thread_returns_raises_and_outlives_a_cancel():
         assert scope.cancelled_caught and results == [42] and len(finished) == 1
 
     trio.run(main)
+
+
+def test_enqueue_returns_before_the_write_and_its_ops_land_even_if_the_caller_goes(make_backend):
+    """The coordinator's use: act once the ops are in a batch (send them on), learn the outcome later."""
+    backend = make_backend(recording=True)
+
+    async def main():
+        committer = GroupCommitter(backend)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(committer.run)
+            queued = await committer.enqueue([Put(0, b"b", b"k", b"v1")])
+            assert backend.get(b"b", b"k") is None  # in a batch, not yet written
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await queued.wait()  # the waiter goes; the write stays
+            again = await committer.enqueue([Put(0, b"b", b"k2", b"v2")])
+            await again.wait()
+            assert queued.settled and again.settled
+            assert (await committer.enqueue([])).settled  # nothing to write: settled at once
+            await committer.aclose()
+        assert committer.closed_cleanly
+
+    trio.run(main)
+    assert backend.get(b"b", b"k") == b"v1" and backend.get(b"b", b"k2") == b"v2"
+
+
+def test_enqueue_reports_a_failed_batch_and_the_committer_is_then_not_clean(make_backend):
+    backend = make_backend(recording=True)
+    backend.fail_if = lambda ops: any(op.key == b"poison" for op in ops)
+
+    async def main():
+        async with open_group_committer(backend) as committer:
+            queued = await committer.enqueue([Put(0, b"b", b"poison", b"v")])
+            with pytest.raises(CommitError, match="injected"):
+                await queued.wait()
+        assert not committer.closed_cleanly
+        with pytest.raises(CommitterClosedError):
+            await committer.enqueue([Put(0, b"b", b"late", b"v")])
+
+    trio.run(main)
+    assert backend.get(b"b", b"poison") is None
