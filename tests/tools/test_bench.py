@@ -5,9 +5,12 @@ The runs check what was sent and counted (requests > 0, statuses adding up, keys
 every target reached), never how fast: benchmarks are not tests.
 """
 
+import os
 import random
 import shutil
+import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -15,6 +18,7 @@ from hypothesis import given, strategies as st
 
 from tools.bench import __main__ as bench_main
 from tools.bench.cluster import ClusterStartError, endpoint_urls, ring_node_count, start_cluster
+from tools.bench.cpu import cpu_between_s, cpu_s, tree_pids
 from tools.bench.preload import bench_value, preload
 from tools.bench.report import COLUMNS, format_table
 from tools.bench.result import CellResult, WrkOutputError, WrkResult, parse_wrk_output
@@ -107,7 +111,7 @@ def test_parse_reads_any_numbers_in_any_line_order(statuses, numbers, seed):
              f"@bench latency_us 50 {numbers[2]}", f"@bench latency_us 99 {numbers[3]}",
              f"@bench latency_us 99.9 {numbers[4]}", f"@bench latency_us max {numbers[5]}",
              f"@bench socket_errors connect {numbers[6]}", f"@bench socket_errors read {numbers[7]}",
-             f"@bench socket_errors write 0", f"@bench socket_errors timeout {numbers[8]}",
+             "@bench socket_errors write 0", f"@bench socket_errors timeout {numbers[8]}",
              *(f"@bench status {status} {count}" for status, count in statuses.items()), "@bench end"]
     random.Random(seed).shuffle(lines)
     result = parse_wrk_output("noise\n" + "\n".join(lines) + "\nmore noise\n")
@@ -195,8 +199,32 @@ def test_table_is_markdown_with_successes_per_second_and_errors_by_kind():
     assert set(table[1]) <= set("|-: ")
     put = [cell.strip() for cell in table[2].strip("|").split("|")]
     get = [cell.strip() for cell in table[3].strip("|").split("|")]
-    assert put == ["put", "one", "1000", "1.50", "9.00", "20.00", "2003", "503: 3, timeout: 1"]
+    assert put == ["put", "one", "1000", "1.50", "9.00", "20.00", "2003", "n/a", "503: 3, timeout: 1"]
     assert get[2] == "505" and get[-1] == "404: 5"  # 300 is a successful read, 404 is not
+
+
+def test_table_shows_node_cpu_per_request_when_measured():
+    row = CellResult("get", "quorum", wrk_result([(200, 1000)]), node_cpu_s=0.5)
+    cells = [cell.strip() for cell in format_table([row]).splitlines()[2].strip("|").split("|")]
+    assert cells[COLUMNS.index("CPU ms/req")] == "0.500"  # 0.5 s over 1000 requests
+
+
+def test_cpu_of_a_process_tree_counts_its_children():
+    child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.process_time() + 0.3\n"
+                              "while time.process_time() < end: pass\ntime.sleep(30)"])
+    try:
+        pids = tree_pids(os.getpid())
+        assert os.getpid() in pids and child.pid in pids
+        assert child.pid not in tree_pids(child.pid + 10_000_000)  # not a process: just itself
+        before = cpu_s(pids)
+        deadline = time.monotonic() + 10
+        while cpu_between_s(before, cpu_s(pids)) < 0.2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cpu_between_s(before, cpu_s(pids)) >= 0.2  # the child's busy loop is counted
+        assert cpu_between_s({}, {child.pid: 1.5}) == 1.5  # a process new since `before` counts from zero
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_table_says_none_when_nothing_failed():

@@ -16,6 +16,7 @@ import time
 import urllib.parse
 
 from tools.bench.cluster import ClusterStartError, LocalCluster, start_cluster
+from tools.bench.cpu import cpu_between_s, cpu_s, tree_pids
 from tools.bench.preload import PreloadResult, preload
 from tools.bench.report import format_errors, format_table
 from tools.bench.result import CellResult
@@ -44,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--dynamo-command", default=None,
                        help="command that takes `cluster up ...` (default: this python -m dynamo.cli)")
     where.add_argument("--keep-cluster-files", action="store_true", help="keep the started cluster's temp dir")
+    where.add_argument("--cpu-pid", type=int, action="append", default=[],
+                       help="with --url: count the CPU of this process and its descendants as the nodes' "
+                            "(repeat; e.g. the pid of `dynamo cluster up`). --start-cluster counts its own")
     load = parser.add_argument_group("load")
     load.add_argument("--duration", type=int, default=10, help="seconds per cell, whole (default 10)")
     load.add_argument("--connections", type=int, default=16, help="keep-alive connections (default 16)")
@@ -94,7 +98,7 @@ def heading(args: argparse.Namespace, loader: str, plan: LoadPlan, urls: list[st
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace, urls: list[str], wrk_path: str) -> int:
+def run(args: argparse.Namespace, urls: list[str], wrk_path: str, cpu_pids: tuple[int, ...] = ()) -> int:
     targets = parse_targets(urls)
     plan = plan_load(args.connections, args.threads, len(targets))
     run_id = f"b{secrets.token_hex(4)}"  # fresh keys every run: no siblings from earlier runs
@@ -113,8 +117,11 @@ def run(args: argparse.Namespace, urls: list[str], wrk_path: str) -> int:
                 spec = CellSpec(operation, consistency, targets, run_id, bucket=args.bucket,
                                 keyspace=args.keyspace, value_size_bytes=args.value_size)
                 _log(f"{operation} at {consistency} for {args.duration} s")
+                pids = [pid for root in cpu_pids for pid in tree_pids(root)]
+                cpu_before = cpu_s(pids)
                 measured = run_cell(wrk_path, spec, plan, args.duration, args.timeout)
-                results.append(CellResult(operation, consistency, measured))
+                node_cpu_s = cpu_between_s(cpu_before, cpu_s(pids)) if pids else None
+                results.append(CellResult(operation, consistency, measured, node_cpu_s))
                 time.sleep(args.pause)
     except KeyboardInterrupt:
         _log("interrupted; the cells finished so far:")
@@ -143,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"starting a {args.nodes}-node cluster")
             cluster = start_cluster(args.nodes, command, keep_files=args.keep_cluster_files)
             _log(f"cluster ready: {', '.join(cluster.urls)} (files in {cluster.root})")
-        return run(args, cluster.urls if cluster else args.url, wrk_path)
+        if cluster is not None:
+            return run(args, cluster.urls, wrk_path, (cluster.process.pid,))
+        return run(args, args.url, wrk_path, tuple(args.cpu_pid))
     except (WrkError, ClusterStartError, BenchSpecError) as error:
         _log(str(error))
         return 2

@@ -53,6 +53,13 @@ class CellResult:
     operation: str
     consistency: str
     wrk: WrkResult
+    node_cpu_s: float | None = None  # CPU the cluster's processes used during the cell, when known
+
+    @property
+    def node_cpu_ms_per_request(self) -> float | None:
+        if self.node_cpu_s is None or self.wrk.requests == 0:
+            return None
+        return 1000 * self.node_cpu_s / self.wrk.requests
 
     @property
     def ok_count(self) -> int:
