@@ -139,7 +139,7 @@ def render_ring(ring: Mapping[str, Any]) -> str:
     rows = []
     for name in names:
         info = nodes.get(name) or {}
-        owned = counts[name] if owners else info.get("partitions")
+        owned = counts.get(name, 0) if owners else info.get("partitions")
         share = f"{100 * owned / partitions:.1f}%" if isinstance(owned, int) and partitions else None
         rows.append((name, info.get("status"), info.get("http"), info.get("rpc"), owned, share))
     summary = (f"ring version {_cell(ring.get('version'))}, {_cell(partitions)} partitions, "

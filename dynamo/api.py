@@ -18,7 +18,10 @@ Object rules (DESIGN §3 and riak_kv_wm_object):
   client never saw, and a context covering them would let its next write silently replace them.
 - DELETE: writes a tombstone; without a context it replaces what the coordinator holds (as Riak, which
   reads before it deletes). 204.
-- Every object answer carries X-Dynamo-Replicas: "primary=P fallback=F hints=H".
+- Every object answer carries X-Dynamo-Replicas: "primary=P fallback=F hints=H": the primaries and
+  fallbacks that had answered (get) or acked (put, delete) when the answer was made, and the hints among
+  those acks. Replies still on their way are not counted (the client does not wait for them), so P+F is
+  at least the quorum met, at most n_val; a request refused before any replica was asked shows zeros.
 """
 
 from __future__ import annotations
@@ -26,19 +29,22 @@ from __future__ import annotations
 import base64
 import json
 import os
-import time
 from typing import Any
 
 
 from dynamo.bucket import BadProps, props_from_json
 from dynamo.causality import CausalityDecodeError, decode_context
+from dynamo.change_api import ROUTES as CHANGE_ROUTES
 from dynamo.http.message import Request, Response, error_response
 from dynamo.http.riak import (DEFAULT_CONTENT_TYPE, BadRequest, check_preconditions, content_headers, encode_multipart,
                               meta_from_headers, object_path, parse_request_options, resource_map_response,
                               sibling_media_type, siblings_text, vclock_from_headers, vclock_header)
+from dynamo.http.riak import RESOURCE_MAP
+from dynamo.metric import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from dynamo.object import Content, StoredObject, newest
 from dynamo.service.coordinator import GetOutcome, GetRequest, ReplicaCounts, WriteRequest
 from dynamo.stats import prometheus_text
+from dynamo.ui import HTML_CONTENT_TYPE, UI_RESOURCES, BadLookup, preflist_lookup, ring_page
 
 REPLICAS_HEADER = "X-Dynamo-Replicas"
 _CONDITIONS = ("If-Match", "If-None-Match", "If-Unmodified-Since")
@@ -107,14 +113,16 @@ class Api:
         return Response(200, (("Content-Type", "text/plain"),), b"OK")
 
     async def _resources(self, request: Request) -> Response:
-        return resource_map_response()
+        return resource_map_response({**RESOURCE_MAP, **UI_RESOURCES})
 
     async def _stats(self, request: Request) -> Response:
         return _json(200, await self.node.stats_report())
 
     async def _metrics(self, request: Request) -> Response:
-        text = prometheus_text(await self.node.stats_report(), self.config.node_id)
-        return Response(200, (("Content-Type", "text/plain; version=0.0.4"),), text.encode("utf-8"))
+        stats = self.node.stats
+        text = prometheus_text(await self.node.stats_report(), self.config.node_id,
+                               {"get": stats.get_latency, "put": stats.put_latency})
+        return Response(200, (("Content-Type", METRICS_CONTENT_TYPE),), text.encode("utf-8"))
 
     async def _ring(self, request: Request) -> Response:
         membership = self.node.membership
@@ -128,6 +136,18 @@ class Api:
 
     async def _members(self, request: Request) -> Response:
         return _json(200, {"node": self.config.node_id, "members": self.node.membership.members_report()})
+
+    async def _aae(self, request: Request) -> Response:
+        return _json(200, self.node.aae.report())  # dynamo/service/aae.py
+
+    async def _ring_page(self, request: Request) -> Response:
+        return Response(200, (("Content-Type", HTML_CONTENT_TYPE), ("Cache-Control", "no-cache")), ring_page())
+
+    async def _preflist(self, request: Request) -> Response:
+        try:
+            return _json(200, preflist_lookup(self.node.membership, self.node.registry, request.query))
+        except BadLookup as error:
+            raise HttpError(400, error.message) from None
 
     # ---- names and options --------------------------------------------------------------------------
 
@@ -207,7 +227,10 @@ class Api:
             return error_response(404, "not found", extra)
         if len(siblings) == 1:
             sibling = siblings[0]
-            refused = check_preconditions(request.method, request.headers, sibling.vtag, sibling.last_modified_us)
+            # Conditions of a write were checked before it (_check_conditions); its returnbody answer is the
+            # new object, which a write's If-Match / If-None-Match: * would wrongly refuse.
+            refused = None if request.method not in ("GET", "HEAD") else \
+                check_preconditions(request.method, request.headers, sibling.vtag, sibling.last_modified_us)
             if refused is not None:
                 return Response(refused, extra, b"") if refused == 304 else \
                     error_response(412, "precondition failed", extra)
@@ -235,7 +258,7 @@ class Api:
             await self._check_conditions(request, bucket, key, options)
         content_type = request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
         try:
-            content = Content(request.body, content_type, time.time_ns() // 1000,
+            content = Content(request.body, content_type, self.node.wall_clock_ns() // 1000,
                               meta_from_headers(request.headers))
         except ValueError as error:
             raise HttpError(400, f"invalid value: {error}") from None
@@ -277,7 +300,7 @@ class Api:
         props = self.node.registry.get(bucket)
         options = self._options(request, props)
         context = self._context(request)
-        content = Content.tombstone(time.time_ns() // 1000)
+        content = Content.tombstone(self.node.wall_clock_ns() // 1000)
         outcome = await self._write(request, bucket, key, content, context, options, props)
         return Response(204, ((REPLICAS_HEADER, outcome.replicas.header()),), b"")
 
@@ -296,7 +319,7 @@ class Api:
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise HttpError(400, f"bucket properties must be JSON: {error}") from None
         props = props_from_json(body, registry.get(bucket))
-        registry.set(bucket, props, time.time_ns() // 1000)
+        registry.set(bucket, props, self.node.wall_clock_ns() // 1000)
         self.node.membership.publish_buckets()
         return Response(204, (), b"")
 
@@ -313,4 +336,8 @@ _SIMPLE_ROUTES = {
     ("GET", b"metrics"): Api._metrics,
     ("GET", b"admin/ring"): Api._ring,
     ("GET", b"admin/members"): Api._members,
+    ("GET", b"admin/preflist"): Api._preflist,
+    ("GET", b"admin/aae"): Api._aae,
+    ("GET", b"ui/ring"): Api._ring_page,
+    **CHANGE_ROUTES,  # membership changes and transfers (change_api.py)
 }

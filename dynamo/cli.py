@@ -76,11 +76,25 @@ def _cluster_up_command(args: argparse.Namespace) -> int:
     return cluster.cluster_up(spec, ready_timeout_s=args.ready_timeout, grace_s=args.grace)
 
 
+def _cluster_add_command(args: argparse.Namespace) -> int:
+    from dynamo import cluster, expansion
+
+    try:
+        return expansion.cluster_add(args.data_dir, commit=not args.stage_only, ready_timeout_s=args.ready_timeout)
+    except cluster.ClusterError as error:
+        print(f"dynamo cluster add: {error}", file=sys.stderr)
+        return 1
+
+
 def _admin_command(args: argparse.Namespace) -> int:
     from dynamo import admin
 
     try:
-        print(admin.run_admin(args.admin_command, args.node, args.timeout))
+        if args.admin_command in ("status", "ring", "members"):
+            print(admin.run_admin(args.admin_command, args.node, args.timeout))
+        else:  # membership changes (change_admin.py)
+            from dynamo.change_admin import run_change
+            print(run_change(args.admin_command, args.node, args.target, args.timeout))
     except admin.AdminError as error:
         print(f"dynamo admin {args.admin_command}: {error}", file=sys.stderr)
         return 1
@@ -107,11 +121,19 @@ def _add_cluster_parser(commands) -> None:
     up.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for /ping (default 60)")
     up.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL (default 10)")
     up.set_defaults(run=_cluster_up_command)
+    add = actions.add_parser("add", help="start one more node in a running `cluster up` and join it")
+    add.add_argument("--data-dir", default="./dynamo-data", help="the running cluster's data dir")
+    add.add_argument("--stage-only", action="store_true", help="stage the join; plan and commit yourself")
+    add.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for /ping (default 60)")
+    add.set_defaults(run=_cluster_add_command)
 
 
 def _add_admin_parser(commands) -> None:
-    admin = commands.add_parser("admin", help="ask a running node: status, ring, members")
-    admin.add_argument("admin_command", choices=("status", "ring", "members"), metavar="{status,ring,members}")
+    admin = commands.add_parser("admin", help="ask a running node: status, ring, members; stage and commit "
+                                "membership changes (join, leave, force-remove, plan, commit), follow transfers")
+    admin_commands = ("status", "ring", "members", "join", "leave", "force-remove", "plan", "commit", "transfers")
+    admin.add_argument("admin_command", choices=admin_commands, metavar="{" + ",".join(admin_commands) + "}")
+    admin.add_argument("target", nargs="?", help="join: the seed's HTTP URL; force-remove: the node id")
     admin.add_argument("--node", default="http://127.0.0.1:8001", help="the node's HTTP URL")
     admin.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the node (default 5)")
     admin.set_defaults(run=_admin_command)

@@ -22,8 +22,9 @@ starts, waits, and then only watches.
 4. Wait until every node answers GET /ping (a node that exits meanwhile fails the start, naming its log),
    then until every node's /admin/members shows every member up, so the first request a newcomer makes
    meets a cluster whose nodes know each other (past the deadline this is only a warning).
-5. Watch: report any node that dies (and where its log is); on SIGINT or SIGTERM send SIGTERM to every node,
-   wait a grace period, SIGKILL what is left, and exit 0.
+5. Watch: report any node that dies (and where its log is), start any node `dynamo cluster add` recorded in
+   cluster.toml (expansion.py); on SIGINT or SIGTERM send SIGTERM to every node, wait a grace period,
+   SIGKILL what is left, and exit 0.
 
 `Supervisor` is also the harness the end-to-end tests use to start, kill and restart real node processes.
 """
@@ -105,6 +106,9 @@ class ClusterSpec:
     data_dir: pathlib.Path
     nodes: tuple[NodeSpec, ...]
     node_settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # Nodes past the first `initial_nodes` came from `dynamo cluster add` (expansion.py): each starts
+    # knowing only itself and joins; its ring.json then outranks the member list. 0: all are initial.
+    initial_nodes: int = 0
 
     def node(self, node_id: str) -> NodeSpec:
         for node in self.nodes:
@@ -130,14 +134,16 @@ def plan_cluster(data_dir: str | os.PathLike, nodes: int | None = None, *, http_
     nodes = DEFAULT_NODES if nodes is None else nodes
     if not 1 <= nodes <= NODES_MAX:
         raise ClusterError(f"--nodes must be between 1 and {NODES_MAX}, got {nodes}")
-    _check_ports(nodes, http_port, rpc_port)
+    added = int(identity.get("added", 0)) if identity is not None else 0  # by `dynamo cluster add`
+    _check_ports(nodes + added, http_port, rpc_port)
     if identity is None:
         identity = _create_identity(root, nodes, name, partitions)
     specs = tuple(NodeSpec(f"node{i}", host, rpc_port + i - 1, http_port + i - 1, root / f"node{i}")
-                  for i in range(1, nodes + 1))
+                  for i in range(1, nodes + added + 1))
     settings = dict(identity.get("node", {}))
     settings.update(node_settings or {})
-    return ClusterSpec(identity["name"], identity["secret"], identity["partitions"], root, specs, settings)
+    return ClusterSpec(identity["name"], identity["secret"], identity["partitions"], root, specs, settings,
+                       initial_nodes=nodes)
 
 
 def _check_ports(nodes: int, http_port: int, rpc_port: int) -> None:
@@ -247,7 +253,9 @@ def node_config(spec: ClusterSpec, node: NodeSpec) -> dict[str, Any]:
                               "rpc": node.rpc_address, "http": node.http_address,
                               "data_dir": str(node.data_dir), "partitions": spec.partitions}
     config.update({k: v for k, v in spec.node_settings.items() if k != "members"})
-    config["members"] = [{"id": n.node_id, "rpc": n.rpc_address, "http": n.http_address} for n in spec.nodes]
+    initial = spec.nodes[:spec.initial_nodes] if spec.initial_nodes else spec.nodes
+    members = initial if node in initial else (node,)
+    config["members"] = [{"id": n.node_id, "rpc": n.rpc_address, "http": n.http_address} for n in members]
     return config
 
 
@@ -516,6 +524,8 @@ def _watch(supervisor: Supervisor, stop: _StopFlag, err) -> bool:
         if not supervisor.alive():
             print("dynamo cluster up: every node has exited; stopping", file=err, flush=True)
             return True
+        from dynamo.expansion import start_added  # `dynamo cluster add` recorded a node: start it
+        start_added(supervisor, err)
         time.sleep(POLL_INTERVAL_S)
     return False
 

@@ -89,6 +89,22 @@ class NodeConfig:
     handoff_interval_s: float = 1.0
     handoff_batch: int = 64
     handoff_backoff_max_s: float = 30.0
+    # Ownership handoff during a ring change (dynamo/service/ownership.py): keys per batch, batches in
+    # flight per stream, streams at a time per node.
+    transfer_batch_keys: int = 256
+    transfer_window: int = 4
+    transfer_streams_max: int = 2
+    # Active anti-entropy (dynamo/service/aae.py): seconds between rounds, partitions synced at a time,
+    # keys repaired per second (token bucket), leaf segments per partition tree (a power of two).
+    aae_enabled: bool = True
+    aae_interval_s: float = 15.0
+    aae_concurrency_max: int = 1
+    aae_keys_per_s: int = 500
+    aae_tree_segments: int = 1024
+    # Tombstone reaping (dynamo/service/reaper.py): how long every primary must have agreed on a tombstone.
+    tombstone_reap: bool = True
+    tombstone_reap_grace_s: float = 60.0
+    read_repair: bool = True  # off only to test anti-entropy alone
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -115,9 +131,17 @@ class NodeConfig:
         for name in ("r", "w", "dw", "rw", "pr", "pw"):
             check_quorum_value(name, getattr(self, name), self.n_val)
         for name in ("key_bytes_max", "bucket_bytes_max", "value_bytes_max", "siblings_warn", "siblings_max",
-                     "inflight_max", "handoff_batch"):
+                     "inflight_max", "handoff_batch", "transfer_batch_keys", "transfer_window",
+                     "transfer_streams_max", "aae_concurrency_max", "aae_keys_per_s"):
             _check_int(name, getattr(self, name), 1, 2**40)
-        for name in ("request_timeout_s", "gossip_interval_s", "handoff_interval_s", "handoff_backoff_max_s"):
+        _check_int("aae_tree_segments", self.aae_tree_segments, 2, 1 << 20)
+        if self.aae_tree_segments & (self.aae_tree_segments - 1):
+            raise ConfigError(f"aae_tree_segments must be a power of two, got {self.aae_tree_segments}")
+        for name in ("aae_enabled", "tombstone_reap", "read_repair"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("request_timeout_s", "gossip_interval_s", "handoff_interval_s", "handoff_backoff_max_s",
+                     "aae_interval_s", "tombstone_reap_grace_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")

@@ -8,6 +8,8 @@ Gauges that cost a query (keys stored, hints pending) are handed in by the calle
 Names follow Riak's /stats where Riak has one: node_gets / node_puts count requests this node
 coordinated, vnode_gets / vnode_puts replica-level reads and writes it served, read_repairs the replicas
 it repaired, node_get_fsm_time_* / node_put_fsm_time_* coordinator latency in µs (median, 95, 99).
+/metrics (dynamo/metric.py) shows every field as dynamo_<field>, with HELP from HELP below, and the
+latencies as two summaries in seconds (dynamo_node_get_fsm_time_seconds, ..._put_...).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import collections
 import math
 from typing import Any
 
+from dynamo import metric
+
 WINDOW_SAMPLES = 2048
 PERCENTILES = (("median", 0.50), ("95", 0.95), ("99", 0.99))
 
@@ -23,7 +27,31 @@ COUNTERS = (
     "node_gets", "node_puts", "node_deletes", "node_gets_notfound", "node_get_failures", "node_put_failures",
     "vnode_gets", "vnode_puts", "read_repairs", "coord_redirs", "hints_written", "hints_delivered",
     "handoff_keys_dropped", "handoff_failures", "siblings_refused", "siblings_warned", "requests_refused",
+    "aae_exchanges", "aae_keys_repaired", "aae_tombstones_reaped",
 )
+# Gauges of the node (handed to to_json by node.py) that only ever rise: counters to Prometheus.
+RISING_GAUGES = ("commit_batches", "commit_ops", "rpc_requests", "rpc_handler_errors")
+# The /metrics HELP text per /stats field; a field missing here still gets a generic one.
+HELP = {
+    "node_gets": "Gets this node coordinated", "node_puts": "Puts and deletes this node coordinated",
+    "node_deletes": "Deletes this node coordinated", "node_gets_notfound": "Coordinated gets that found nothing",
+    "node_get_failures": "Coordinated gets that failed (quorum not met)",
+    "node_put_failures": "Coordinated puts that failed (quorum not met, timeout)",
+    "vnode_gets": "Replica reads served", "vnode_puts": "Replica writes served",
+    "read_repairs": "Replicas sent a repair after a read", "coord_redirs": "Writes forwarded to a primary",
+    "hints_written": "Hinted writes stored as a fallback", "hints_delivered": "Hints handed back to a primary",
+    "handoff_keys_dropped": "Handed-off keys dropped here afterwards", "handoff_failures": "Failed hint deliveries",
+    "siblings_refused": "Writes refused for too many siblings", "siblings_warned": "Writes above the sibling warning",
+    "requests_refused": "HTTP requests refused for load (503)", "keys_stored": "Objects stored on this node",
+    "hints_pending": "Hints waiting for their primary", "ring_version": "Version of the ring this node holds",
+    "ring_members": "Members of the ring", "members_down": "Members this node sees down",
+    "http_inflight": "HTTP requests in progress", "commit_batches": "Storage group commits written",
+    "commit_ops": "Storage operations committed", "rpc_requests": "RPC requests served",
+    "rpc_handler_errors": "RPC requests whose handler failed",
+    "aae_exchanges": "Anti-entropy tree exchanges this node started",
+    "aae_keys_repaired": "Keys anti-entropy wrote on either side of an exchange",
+    "aae_tombstones_reaped": "Tombstones reaped here once every primary held them",
+}
 
 
 class LatencyWindow:
@@ -32,10 +60,12 @@ class LatencyWindow:
     def __init__(self, size: int = WINDOW_SAMPLES) -> None:
         self._samples: collections.deque[int] = collections.deque(maxlen=size)
         self.count = 0
+        self.sum_us = 0  # of every sample ever recorded, as `count`
 
     def record(self, latency_us: int) -> None:
         self._samples.append(latency_us)
         self.count += 1
+        self.sum_us += latency_us
 
     def percentile(self, fraction: float) -> int:
         """Nearest-rank percentile of the window; 0 when empty."""
@@ -77,15 +107,19 @@ class Stats:
         return out
 
 
-def prometheus_text(stats: dict[str, Any], node_id: str) -> str:
-    """Prometheus text exposition of the numeric entries of `stats` (as rendered by Stats.to_json)."""
-    label = '{node="' + node_id.replace("\\", "\\\\").replace('"', '\\"') + '"}'
-    lines = []
-    for name, value in sorted(stats.items()):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        kind = "counter" if name in COUNTERS else "gauge"
-        metric = f"dynamo_{name}"
-        lines.append(f"# TYPE {metric} {kind}")
-        lines.append(f"{metric}{label} {value}")
-    return "\n".join(lines) + "\n"
+def prometheus_text(stats: dict[str, Any], node_id: str,
+                    windows: dict[str, LatencyWindow] | None = None) -> str:
+    """Prometheus text (format 0.0.4) of a report rendered by Stats.to_json. The coordinator latencies
+    become summaries of their window quantiles; `windows` ("get"/"put" -> LatencyWindow) adds their
+    lifetime _sum and _count (without it they are 0)."""
+    latency_fields = {f"node_{op}_fsm_time_{name}" for op in ("get", "put") for name, _ in PERCENTILES}
+    families = metric.report_families(stats, counters=COUNTERS + RISING_GAUGES, helps=HELP,
+                                      skip=latency_fields | {"latency_ms"})
+    for op in ("get", "put"):
+        window = (windows or {}).get(op)
+        quantiles = [(q, stats.get(f"node_{op}_fsm_time_{name}", 0) / 1e6) for name, q in PERCENTILES]
+        families.append(metric.summary(
+            f"node_{op}_fsm_time_seconds", f"Latency of {op}s this node coordinated (quantiles of the last "
+            f"{WINDOW_SAMPLES} requests), seconds", quantiles, window.count if window else 0,
+            window.sum_us / 1e6 if window else 0.0))
+    return metric.render(families, {"node": node_id})

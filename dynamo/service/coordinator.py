@@ -2,7 +2,10 @@
 
 Theory of operation (Riak's get and put FSMs; the quorum rules are the pure objects of dynamo/quorum.py)
 - Targets: the live primaries of the key's partition, then the fallbacks standing in for the down ones
-  (`Membership.preflist`). Each target is (node, fallback_for).
+  (`Membership.preflist`). Each target is (node, fallback_for). During a ring change a write also goes
+  to the partition's pending owners (`Membership.pending`), not counted toward W (Cassandra's pending
+  ranges). A pr or pw above the live primaries is refused up front ("PW-value unsatisfied: 2/3"):
+  nothing is read or written for a request that must fail.
 - Get: ask every target ("kv.get"; the local copy is read directly), feed each answer to a GetQuorum and
   answer once it has enough. The asks are `PeerPool.request`s: no task per replica; each answer (or its
   failure: timeout, connection lost) arrives as a callback, and the request waits once, for "enough".
@@ -15,12 +18,30 @@ Theory of operation (Riak's get and put FSMs; the quorum rules are the pure obje
   request is forwarded ("kv.coordinate", with the targets and the remaining deadline) to the first live
   primary, and only when none is reachable does a fallback coordinate. Fallbacks coordinate as rarely as
   possible: a copy holding its own dots can never be dropped after handoff (see handoff.py).
-- The coordinator stores its new object durably (with a hint when it is a fallback) *before* sending it
-  anywhere: a replica must never hold a dot its minter could forget in a crash and mint again. Then it
-  sends "kv.replicate" to the other targets (requests with callbacks, as for a get); its own write is the
-  first ack of the PutQuorum.
+- The rule behind a put: no dot may ever name two values. The coordinator mints the new dot (actor,
+  n) from its local copy, n one past what that copy holds, so what must never happen is a replica holding
+  (actor, n) while the coordinator's copy forgets it and a later write mints (actor, n) again. A put
+  therefore does its two commits at once instead of one after the other: the coordinator queues its new
+  object (with a hint when it is a fallback) for its own commit, sends "kv.replicate" to the other targets
+  at once (requests with callbacks, as for a get), and counts its own ack in the PutQuorum when its commit
+  is durable. Why the dot can still not be minted twice, in each way the local commit can fail to happen:
+  - The process dies (crash, SIGKILL, power) before the commit: the node restarts with a *new actor*.
+    `load_identity` (node.py) renews the incarnation, hence the actor node_id:incarnation, whenever the
+    last run did not end with a clean stop; a clean stop is marked only after the group committer has
+    written every queued batch. The old actor never mints again, so its lost n cannot be reused.
+  - The commit fails while the node runs (disk error): the per-key lock, held from the read of the local
+    copy until the commit's outcome is known (replica.py, shielded from cancellation), keeps the next
+    write of the key from starting, and `_retire_actor` gives the node a new actor (durably, in node.json)
+    before the lock is handed on. If even that fails, the node refuses to coordinate writes until restarted.
+  - The caller is cancelled (a peer's kv.coordinate connection drops): the lock is still held until the
+    commit settles, so the next write starts from the stored copy.
+  A version sent before the commit only went where a version sent after it would have gone: replicas
+  merge it like any other. Only the order of two fsyncs changed, not what is acknowledged: the client's
+  ack still needs W durable copies (fsync before ack stays).
 - Answers carry ReplicaCounts (X-Dynamo-Replicas): primaries and fallbacks that answered or acked, and
-  hints written. Replica answers are `Version`s: the blob as stored, decoded only when needed; equal
+  hints written, counted when the answer is made: replies still on their way then (the client does not
+  wait for them) are not in it, so primary+fallback is at least the quorum met and at most N. The same
+  rule for get, put and delete. Replica answers are `Version`s: the blob as stored, decoded only when needed; equal
   blobs are equal objects (canonical encoding), so the common all-agree read decodes once.
 """
 
@@ -29,7 +50,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import trio
 
@@ -51,6 +72,9 @@ REPAIR_TIMEOUT_S = 5.0
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ReplicaCounts:
+    """Replicas that had answered (get: a value or not-found) or acked (put, delete) when the answer was
+    made; `hints`: acks of fallbacks, each holding a hint. Later replies are not counted."""
+
     primary: int = 0
     fallback: int = 0
     hints: int = 0
@@ -166,30 +190,39 @@ def _is_tombstone(version: Version) -> bool:
 
 
 class _Op:
-    """One request in flight: its quorum, the event set once it has enough, replies still due."""
+    """One request in flight: its quorum, whether it has enough, replies still due.
 
-    __slots__ = ("quorum", "done", "waiting", "fallback_for", "bucket", "key")
+    The request's task parks in `wait` until the quorum has enough, with no cancel scope or Event of its
+    own: every ask is a `PeerPool.request` (or a local read or commit) with the request's deadline, so
+    each reply or failure (RpcTimeout at the deadline at the latest) arrives through `add`."""
+
+    __slots__ = ("quorum", "done", "waiting", "fallback_for", "bucket", "key", "_task")
 
     def __init__(self, quorum: GetQuorum | PutQuorum, targets: tuple[Target, ...], bucket: bytes, key: bytes):
         self.quorum = quorum
-        self.done = trio.Event()
+        self.done = False
         self.waiting = 0
         self.fallback_for = {node: primary for node, primary in targets if primary is not None}
         self.bucket, self.key = bucket, key
+        self._task: Any = None  # the request's task while it waits
 
     def add(self, node: str, reply: Any) -> None:
         self.quorum.add_reply(node, reply)
-        if not self.done.is_set() and self.quorum.enough():
-            self.done.set()
+        if not self.done and self.quorum.enough():
+            self.done = True
+            task, self._task = self._task, None
+            if task is not None:
+                trio.lowlevel.reschedule(task)
 
-    async def wait(self, deadline_s: float, targets: tuple[Target, ...], failure: Any) -> None:
-        """Until enough replies; past the deadline the missing ones count as failures."""
-        if not self.done.is_set():
-            with trio.move_on_at(deadline_s):
-                await self.done.wait()
-        if not self.done.is_set():
-            for node, _ in targets:
-                self.quorum.add_reply(node, failure)
+    async def wait(self) -> None:
+        """Until the quorum has enough replies (each ask delivers a reply or a failure by its deadline)."""
+        if not self.done:
+            self._task = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, _raise_cancel: Any) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def counts(self, ok: Any) -> ReplicaCounts:
         primary = fallback = 0
@@ -200,6 +233,24 @@ class _Op:
                 else:
                     primary += 1
         return ReplicaCounts(primary, fallback, fallback if isinstance(self.quorum, PutQuorum) else 0)
+
+
+def _primaries_unmet(name: str, needed: int, targets: tuple[Target, ...]) -> str | None:
+    """The 503 message when the live primaries cannot meet pr/pw ("PW-value unsatisfied: 2/3"), else
+    None. Only primaries the failure detector thinks down are counted out: a primary that is down but not
+    yet convicted is asked, and the quorum object refuses later if it does not answer."""
+    if needed <= 0:
+        return None
+    live = sum(1 for _, primary in targets if primary is None)
+    return f"{name}-value unsatisfied: {live}/{needed}" if live < needed else None
+
+
+def _not_counted(reply: Any, error: Exception | None) -> None:
+    """A pending owner's ack is not counted toward W (it does not own the key yet): nothing to do."""
+
+
+def _cannot_renew() -> str:
+    raise StorageError("no way to renew the actor was given")
 
 
 class Coordinator:
@@ -215,6 +266,9 @@ class Coordinator:
         self.siblings_warn, self.siblings_max = siblings_warn, siblings_max
         self.log = logger or logging.LoggerAdapter(log, {})
         self.nursery: trio.Nursery | None = None  # hosts replica calls that outlive their request
+        self.read_repair = True  # the node's read_repair setting (off only to test anti-entropy alone)
+        # Gives the node a new actor, durably, and returns it (see _retire_actor); the node sets it.
+        self.renew_actor: Callable[[], str] = _cannot_renew
 
     def _targets(self, bucket: bytes, key: bytes, n_val: int) -> tuple[Target, ...]:
         partition = partition_for_key(bucket, key, self.membership.ring.partitions)
@@ -229,6 +283,10 @@ class Coordinator:
         targets = self._targets(request.bucket, request.key, request.n_val)
         if not targets:
             return GetOutcome(None, f"R-value unsatisfied: 0/{request.r}", ReplicaCounts())
+        unmet = _primaries_unmet("PR", request.pr, targets)
+        if unmet is not None:  # refused before asking anyone, as Riak's get FSM validates pr
+            self.stats.node_get_failures += 1
+            return GetOutcome(None, unmet, ReplicaCounts())
         primaries = frozenset(node for node, primary in targets if primary is None)
         quorum = GetQuorum(n=len(targets), r=request.r, pr=request.pr, notfound_ok=request.notfound_ok,
                            basic_quorum=request.basic_quorum, primaries=primaries, merge=merge_versions,
@@ -243,7 +301,7 @@ class Coordinator:
         for node in remote:
             self._ask(node, "kv.get", [request.bucket, request.key], deadline_s,
                       functools.partial(self._got, op, node))
-        await op.wait(deadline_s, targets, Failed("timeout"))
+        await op.wait()
         result = quorum.result()
         replicas = op.counts(lambda reply: not isinstance(reply, Failed))
         self.stats.get_latency.record(int((trio.current_time() - started_s) * 1e6))
@@ -291,7 +349,7 @@ class Coordinator:
             except Exception:
                 self.log.exception("read repair of %r/%r: cannot merge the replies", op.bucket, op.key)
                 return
-            if action is not None:
+            if action is not None and self.read_repair:
                 self._spawn(self._read_repair, op, action)
 
     async def _read_repair(self, op: _Op, action: ReadRepair) -> None:
@@ -317,6 +375,10 @@ class Coordinator:
         if request.content.deleted:
             self.stats.node_deletes += 1
         targets = self._targets(request.bucket, request.key, request.n_val)
+        unmet = _primaries_unmet("PW", request.pw, targets)
+        if unmet is not None:  # refused before anything is written, as Riak's put FSM validates pw
+            self.stats.node_put_failures += 1
+            return WriteOutcome(503, unmet, None, ReplicaCounts())
         primaries = [node for node, primary in targets if primary is None]
         if self.node_id in primaries or (not primaries and any(node == self.node_id for node, _ in targets)):
             outcome = await self._coordinate(request, targets, deadline_s)
@@ -365,51 +427,89 @@ class Coordinator:
         outcome = await self._coordinate(request, targets, trio.current_time() + request.timeout_s)
         return outcome.to_wire()
 
-    def _change(self, request: WriteRequest):
+    def _change(self, request: WriteRequest, minted_by: list[str]):
+        """The change of the local copy a write makes; it appends the actor it mints with to `minted_by`."""
         context = decode_context(request.context) if request.context else None
 
         def change(local: StoredObject | None) -> StoredObject:
+            actor = self.actor
+            if not actor:
+                raise StorageError("this node lost a local commit and could not renew its actor; restart it")
             seen = context
             if seen is None and request.content.deleted and local is not None:
                 seen = local.context()  # a delete without context removes what it finds here, as Riak's
-            obj = put(local, request.content, seen, self.actor, lww=request.lww)
+            obj = put(local, request.content, seen, actor, lww=request.lww)
             if not request.allow_mult and len(obj.siblings) > 1:
-                obj = last_write_wins(obj, self.actor)
+                obj = last_write_wins(obj, actor)
             if len(obj.siblings) > self.siblings_max:
                 raise SiblingLimitError(f"too many siblings: the write would leave {len(obj.siblings)} "
                                         f"(at most {self.siblings_max})")
+            minted_by.append(actor)
             return obj
         return change
 
     async def _coordinate(self, request: WriteRequest, targets: tuple[Target, ...], deadline_s: float) -> WriteOutcome:
         bucket, key = request.bucket, request.key
         hint_for = next(primary for node, primary in targets if node == self.node_id)
+        primaries = frozenset(node for node, primary in targets if primary is None)
+        quorum = PutQuorum(n=len(targets), w=request.w, dw=request.dw, pw=request.pw, primaries=primaries)
+        op = _Op(quorum, targets, bucket, key)
+        minted_by: list[str] = []
+        sent = False
+
+        def replicate(obj: StoredObject, blob: bytes) -> None:  # the new version is queued for our commit
+            nonlocal sent
+            sent = True
+            for node, primary in targets:
+                if node != self.node_id:
+                    self._ask(node, "kv.replicate", [bucket, key, blob, primary], deadline_s,
+                              functools.partial(self._acked, op, node))
+            # A ring change under way: the partition's new owners get the write too, not counted toward W.
+            for node in self.membership.pending(partition_for_key(bucket, key, self.replica.partitions),
+                                                request.n_val):
+                if all(node != target for target, _ in targets):
+                    self._ask(node, "kv.replicate", [bucket, key, blob, None], deadline_s, _not_counted)
         try:
-            obj, blob = await self.replica.coordinate(bucket, key, self._change(request), hint_for)
+            obj, blob = await self.replica.coordinate(bucket, key, self._change(request, minted_by), hint_for,
+                                                      replicate)
         except SiblingLimitError as error:
             self.stats.siblings_refused += 1
             return WriteOutcome(413, str(error), None, ReplicaCounts())
         except StorageError as error:
             self.log.error("local write of %r/%r failed: %s", bucket, key, error)
-            return WriteOutcome(503, f"local write failed: {error}", None, ReplicaCounts())
+            if not sent:  # nothing left this node: the write did not happen
+                return WriteOutcome(503, f"local write failed: {error}", None, ReplicaCounts())
+            self._retire_actor(minted_by[-1])  # its dot left while our copy failed: never mint it again
+            op.add(self.node_id, False)
+            await op.wait()
+            failed = quorum.result()
+            return WriteOutcome(503 if failed is not None else 200, failed.message if failed else "", None,
+                                op.counts(bool))
+        op.add(self.node_id, True)  # our own ack, once our commit is durable
         if len(obj.siblings) > self.siblings_warn:
             self.stats.siblings_warned += 1
             self.log.warning("%r/%r has %d siblings (resolve them: write with the merged context)",
                              bucket, key, len(obj.siblings))
-        primaries = frozenset(node for node, primary in targets if primary is None)
-        quorum = PutQuorum(n=len(targets), w=request.w, dw=request.dw, pw=request.pw, primaries=primaries)
-        op = _Op(quorum, targets, bucket, key)
-        op.add(self.node_id, True)
-        for node, primary in targets:
-            if node != self.node_id:
-                self._ask(node, "kv.replicate", [bucket, key, blob, primary], deadline_s,
-                          functools.partial(self._acked, op, node))
-        await op.wait(deadline_s, targets, False)
+        await op.wait()
         failed = quorum.result()
         replicas = op.counts(bool)
         if failed is not None:
             return WriteOutcome(503, failed.message, None, replicas)
         return WriteOutcome(200, "", obj, replicas, blob)
+
+    def _retire_actor(self, actor: str) -> None:
+        """A dot of `actor` reached other replicas but our own copy of it was not stored: the next write
+        of that key here would mint the same dot for another value. Give the node a new actor first (or,
+        if that cannot be done, refuse to coordinate writes until the node restarts, which renews it)."""
+        if actor != self.actor:
+            return  # retired already
+        try:
+            self.actor = self.renew_actor()
+            self.log.warning("a local commit failed after its version was sent on: actor %s retired, now %s",
+                             actor, self.actor)
+        except Exception:
+            self.log.exception("cannot renew the actor after a failed local commit; refusing writes")
+            self.actor = ""
 
     def _acked(self, op: _Op, node: str, reply: Any, error: Exception | None) -> None:
         if error is not None:

@@ -11,11 +11,16 @@ Theory of operation
   that an unheard member counts as up (marking everyone down at boot would send every write to
   fallbacks; RPC fails fast if it is not up); after it, a member that was down when we started must not
   stay "up" forever. The set is recomputed on every member event and every tick, and the preference lists
-  cached per (partition, n_val) are dropped when it changes.
+  cached per (partition, n_val) are dropped when it changes. A member joining, restarting or coming
+  back up also resets its RPC reconnect backoff, so the first request after that dials at once.
 - Application states it publishes: the ring, "buckets" (the bucket property registry; see bucket.py)
   and "hints" (this node's pending hint count, for operators). Once per gossip interval it merges every
   member's "buckets" into the local registry and republishes when that changed, so a property change
   reaches everyone and survives its author.
+- Ring changes (claimant.py decides them; this class only routes by them): `ring` is the committed ring;
+  during a change `transition` (ring/change.py) and `done` (the moves handed off so far) route each
+  partition by the next ring once its moves are done, and `pending` names the nodes a write should also
+  reach meanwhile. `set_ring` installs a new state; `watchers` run at every state sync (once a round).
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ from dynamo.bucket import BucketRegistry
 from dynamo.config import NodeConfig, parse_address
 from dynamo.rpc import PeerPool
 from gossip.detector import DetectorConfig
-from gossip.gossiper import GossipConfig, Gossiper, MemberEvent, Send
+from gossip.gossiper import EventKind, GossipConfig, Gossiper, MemberEvent, Send
 from gossip.membership import Status
 from gossip.message import from_wire, to_wire
+from ring.change import MoveId, Transition
 from ring.preflist import Preflist, preference_list
 from ring.state import Ring
 
@@ -40,6 +46,8 @@ GOSSIP_TYPE = "gossip"
 UNHEARD_GRACE_ROUNDS = 5
 BUCKETS_KEY = "buckets"
 HINTS_KEY = "hints"
+# Member events that mean a peer is reachable again: its RPC reconnect backoff is reset (PeerPool).
+BACK_EVENTS = frozenset({EventKind.JOINED, EventKind.RESTARTED, EventKind.UP})
 
 log = logging.getLogger("dynamo.membership")
 
@@ -58,7 +66,7 @@ def gossip_config(cluster: str, interval_s: float) -> GossipConfig:
 class Membership:
     def __init__(self, config: NodeConfig, pool: PeerPool, registry: BucketRegistry, *, generation: int,
                  joined_generation: int, rng: random.Random, hints_pending: Callable[[], int],
-                 logger: logging.LoggerAdapter | None = None) -> None:
+                 logger: logging.LoggerAdapter | None = None, saved_ring: Any = None) -> None:
         self.node_id = config.node_id
         self.config = config
         self.pool = pool
@@ -66,11 +74,20 @@ class Membership:
         self.log = logger or logging.LoggerAdapter(log, {})
         self._hints_pending = hints_pending
         self.ring = Ring.initial(config.member_ids(), partitions=config.partitions, target_n=config.target_n)
+        self.transition: Transition | None = None
+        self.done: frozenset[MoveId] = frozenset()
+        self.watchers: list[Callable[[], None]] = []
+        saved_addresses: dict[str, str] = {}
+        status = Status.VALID
+        if saved_ring is not None:  # a ring file (claimant.SavedRing) outranks the configured members
+            self.ring, self.transition, saved_addresses = saved_ring.ring, saved_ring.transition, saved_ring.rpc
+            status = saved_ring.status
         seeds = [m.node_id for m in config.members if m.node_id != config.node_id]
+        seeds += [node for node in sorted(saved_addresses) if node != config.node_id and node not in seeds]
         self.gossiper = Gossiper(config.node_id, generation, (config.rpc_address, config.http_address), seeds,
                                  rng, trio.current_time(), config=gossip_config(config.cluster,
                                                                                 config.gossip_interval_s),
-                                 status=Status.VALID, joined_generation=joined_generation)
+                                 status=status, joined_generation=joined_generation)
         self.gossiper.publish_ring(self.ring.version, self.ring.to_dict())
         self.down: frozenset[str] = frozenset()
         self._unheard_down_at_s = trio.current_time() + UNHEARD_GRACE_ROUNDS * config.gossip_interval_s
@@ -82,14 +99,34 @@ class Membership:
         for member in config.members:
             if member.node_id != self.node_id:
                 self.pool.set_address(member.node_id, *parse_address(member.rpc))
+        for node, rpc in saved_addresses.items():
+            if node != self.node_id:
+                self.pool.set_address(node, *parse_address(rpc))
 
     # ---- routing ------------------------------------------------------------------------------------
 
     def preflist(self, partition: int, n_val: int) -> Preflist:
         found = self._preflists.get((partition, n_val))
         if found is None:
-            found = self._preflists[(partition, n_val)] = preference_list(self.ring, partition, n_val, self.down)
+            ring = self.ring if self.transition is None else self.transition.ring_for(partition, self.done)
+            found = self._preflists[(partition, n_val)] = preference_list(ring, partition, n_val, self.down)
         return found
+
+    def pending(self, partition: int, n_val: int) -> tuple[str, ...]:
+        """Nodes gaining `partition` in a ring change not done yet: writes reach them too (even if they look
+        down: a write they miss now is one the transfer may already have passed)."""
+        if self.transition is None:
+            return ()
+        return self.transition.pending(partition, n_val, self.done)
+
+    def set_ring(self, ring: Ring, transition: Transition | None, done: frozenset[MoveId]) -> None:
+        """Install a committed ring and the change under way (if any); publish the ring if it is new."""
+        if ring != self.ring:
+            self.gossiper.publish_ring(ring.version, ring.to_dict())
+        if (ring, transition, done) != (self.ring, self.transition, self.done):
+            self.ring, self.transition, self.done = ring, transition, done
+            self._preflists.clear()
+            self._recompute_down()
 
     def is_primary(self, partition: int, n_val: int) -> bool:
         return any(r.node == self.node_id for r in self.preflist(partition, n_val).primaries)
@@ -101,7 +138,8 @@ class Membership:
     def _recompute_down(self) -> None:
         gossiper = self.gossiper
         unheard_down = trio.current_time() >= self._unheard_down_at_s
-        down = frozenset(node for node in self.ring.nodes if node != self.node_id and not gossiper.is_alive(node)
+        nodes = self.ring.nodes if self.transition is None else self.transition.nodes
+        down = frozenset(node for node in nodes if node != self.node_id and not gossiper.is_alive(node)
                          and (unheard_down or gossiper.view.get(node) is not None))
         if down != self.down:
             self.down = down
@@ -143,8 +181,17 @@ class Membership:
                         self.pool.set_address(effect.node, *parse_address(addresses[0]))
                     except ValueError:
                         self.log.warning("member %s gossips a bad address %r", effect.node, addresses[0])
+                if effect.kind in BACK_EVENTS and effect.node != self.node_id:
+                    self._reset_backoff(effect.node)
         if changed:
             self._recompute_down()
+
+    def _reset_backoff(self, node: str) -> None:
+        # Gossip heard the peer (it dialled us): its RPC backoff from while it was away would only turn
+        # requests away for seconds. A simulated pool without backoff has no such method.
+        reset = getattr(self.pool, "reset_backoff", None)
+        if reset is not None:
+            reset(node)
 
     async def _cast(self, node: str, body: Any) -> None:
         await self.pool.cast(node, GOSSIP_TYPE, body)
@@ -164,6 +211,19 @@ class Membership:
         if hints != self._published_hints:
             self._published_hints = hints
             gossiper.publish(HINTS_KEY, hints)
+        for watcher in self.watchers:
+            watcher()
+
+    def replace_gossiper(self, gossiper: Gossiper) -> None:
+        """A new gossip core (a node joining a cluster restarts its own); republish our states into it."""
+        self.gossiper = gossiper
+        gossiper.publish_ring(self.ring.version, self.ring.to_dict())
+        self._published_registry = self._published_hints = -1
+        # The members are new to this core: they count as up until it has had a few rounds to hear them.
+        self._unheard_down_at_s = trio.current_time() + UNHEARD_GRACE_ROUNDS * self.config.gossip_interval_s
+        self.down = frozenset()
+        self._preflists.clear()
+        self._sync_states()
 
     def publish_buckets(self) -> None:
         """Spread a local property change now rather than at the next sync."""

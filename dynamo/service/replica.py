@@ -6,8 +6,10 @@ Theory of operation
   committer made it durable. Without the lock two concurrent merges of one key could both start from the
   same copy and one would be lost; worse, two writes coordinated here could both mint the same dot.
 - `coordinate` is the coordinator's write: apply the client's change to the *local, durable, latest* copy
-  (that is what makes the next dot of this node's actor unique), store it, then return the new object for
-  the caller to replicate. A fallback stores a hint with it, in the same atomic submit.
+  (that is what makes the next dot of this node's actor unique) and store it. The caller may send the new
+  object on as soon as it is queued for commit (`on_queued`); the key stays locked until the commit is
+  settled, so the next change of the key starts from it (see coordinator.py for why sending before the
+  commit is safe). A fallback stores a hint with it, in the same atomic submit.
 - `merge_in` is what a replica does with an object from a coordinator, a read repair or a handoff: merge
   it with the local copy (DVV sync: order and repetition do not matter) and store the result, with a hint
   when it stands in for a primary. Merging what is already there writes nothing (but still the hint).
@@ -19,7 +21,7 @@ Theory of operation
 
 from __future__ import annotations
 
-import time
+from time import time_ns
 from typing import Any, Callable, Sequence
 
 import trio
@@ -139,13 +141,18 @@ def _check_name(bucket: Any, key: Any) -> None:
 class Replica:
     """Local copies of one node, changed only through `coordinate`, `merge_in` and `drop_if`."""
 
-    def __init__(self, committer: GroupCommitter, hints: HintStore, partitions: int, stats: Stats) -> None:
+    def __init__(self, committer: GroupCommitter, hints: HintStore, partitions: int, stats: Stats,
+                 wall_clock_ns: Callable[[], int] = time_ns) -> None:
         self.committer = committer
+        self.wall_clock_ns = wall_clock_ns  # a hint's creation time
         self.backend = committer.backend
         self.hints = hints
         self.partitions = partitions
         self.stats = stats
         self.locks = KeyLocks()
+        # Called as on_stored(partition, bucket, key, obj or None) after each local change has committed,
+        # under the key's lock (so per key in commit order): the anti-entropy trees follow the store.
+        self.on_stored: Callable[[int, bytes, bytes, StoredObject | None], None] | None = None
 
     def read(self, bucket: bytes, key: bytes) -> bytes | None:
         return self.backend.get(bucket, key)
@@ -154,13 +161,17 @@ class Replica:
         if target is None:
             return []
         self.stats.hints_written += 1
-        return [HintAdd(self.hints.make(target, partition, bucket, key, b"", time.time_ns() // 1000))]
+        return [HintAdd(self.hints.make(target, partition, bucket, key, b"", self.wall_clock_ns() // 1000))]
 
     async def coordinate(self, bucket: bytes, key: bytes,
                          change: Callable[[StoredObject | None], StoredObject],
-                         hint_for: str | None) -> tuple[StoredObject, bytes]:
+                         hint_for: str | None,
+                         on_queued: Callable[[StoredObject, bytes], None] | None = None) -> tuple[StoredObject, bytes]:
         """Apply `change` to the local copy and store the result durably; return (object, blob).
-        `change` may raise (e.g. SiblingLimitError): then nothing is stored."""
+        `change` may raise (e.g. SiblingLimitError): then nothing is stored. `on_queued(obj, blob)`, if
+        given, runs as soon as the new copy is queued for its commit, before it is durable (the caller
+        sends it to the other replicas meanwhile). The key stays locked until the commit's outcome is
+        known, even if the caller is cancelled: the next change of the key must start from this one."""
         partition = partition_for_key(bucket, key, self.partitions)
         name = (bucket, key)
         await self.locks.acquire(name)
@@ -170,7 +181,13 @@ class Replica:
             blob = encode_object(obj)
             OBJECTS.remember(blob, obj)
             ops = [Put(partition, bucket, key, blob)] + self._hint_op(hint_for, partition, bucket, key)
-            await self.committer.submit(ops)
+            queued = await self.committer.enqueue(ops)
+            if on_queued is not None:
+                on_queued(obj, blob)
+            with trio.CancelScope(shield=True):  # bounded: the committer settles every batch it took
+                await queued.wait()
+            if self.on_stored is not None:
+                self.on_stored(partition, bucket, key, obj)
         finally:
             self.locks.release(name)
         self.stats.vnode_puts += 1
@@ -187,6 +204,8 @@ class Replica:
             ops += self._hint_op(hint_for, partition, bucket, key)
             if ops:
                 await self.committer.submit(ops)
+            if merged is not None and self.on_stored is not None:
+                self.on_stored(partition, bucket, key, OBJECTS.decode(merged))
         finally:
             self.locks.release(name)
         self.stats.vnode_puts += 1
@@ -214,6 +233,11 @@ class Replica:
                 ops.extend(self._hint_op(hint_for, partition, bucket, key))
             if ops:
                 await self.committer.submit(ops)
+            if self.on_stored is not None:
+                for bucket, key in names:
+                    if result[(bucket, key)] != current[(bucket, key)]:
+                        self.on_stored(partition_for_key(bucket, key, self.partitions), bucket, key,
+                                       OBJECTS.decode(result[(bucket, key)]))
         finally:
             for name in held:
                 self.locks.release(name)
@@ -230,11 +254,17 @@ class Replica:
             if not may_drop(OBJECTS.decode(blob)):
                 return False
             await self.committer.submit([Delete(bucket, key)])
+            if self.on_stored is not None:
+                self.on_stored(partition_for_key(bucket, key, self.partitions), bucket, key, None)
         return True
 
     # ---- RPC handlers -------------------------------------------------------------------------------
 
     async def rpc_get(self, body: Any) -> bytes | None:
+        return self.rpc_get_now(body)
+
+    def rpc_get_now(self, body: Any) -> bytes | None:
+        """kv.get without a task: a read of the local store never waits (RpcServer's inline path)."""
         bucket, key = body
         _check_name(bucket, key)
         self.stats.vnode_gets += 1

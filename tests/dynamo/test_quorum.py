@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from dynamo.quorum import (NOT_FOUND, Failed, Found, GetQuorum, NotFound, PutQuorum, QuorumFailed,
+from dynamo.quorum import (NOT_FOUND, Failed, Found, GetQuorum, PutQuorum, QuorumFailed,
                            ReadRepair)
 
 

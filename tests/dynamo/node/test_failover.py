@@ -34,12 +34,10 @@ def test_down_primary_fallback_hint_handoff_and_pr_read(local_cluster, trio_run)
                          if node_id not in cluster.primaries(bucket, key) and
                          cluster.node(node_id).hints.count(victim) > 0]
             assert len(fallbacks) == 1, fallbacks
-            # A refused pw still leaves the write where it landed (as Riak: no rollback); the next
-            # write's context covers it.
+            # With a primary known down, pw=3 is refused before anything is written: 2 live primaries.
             refused = await client.put(bucket, key, b"refused", pw=3)
-            # It fails as soon as 3 primary acks are out of reach, so 1 or 2 of them may have come in.
-            assert refused.status == 503 and refused.text in ("PW-value unsatisfied: 1/3\n",
-                                                              "PW-value unsatisfied: 2/3\n"), refused
+            assert refused.status == 503 and refused.text == "PW-value unsatisfied: 2/3\n", refused
+            assert b"refused" not in (await client.get(bucket, key, r="all")).body
             refused_read = await client.get(bucket, key, pr=3)
             assert refused_read.status == 503 and refused_read.text.startswith("PR-value unsatisfied"), refused_read
             context = (await client.get(bucket, key, r="all")).headers["x-riak-vclock"]

@@ -89,6 +89,10 @@ def test_metadata_content_type_returnbody_and_conditions(local_cluster, trio_run
                                                            reply.headers["x-riak-vclock"]})
             assert ok.status == 204, ok
             assert (await client.put("m", "new-key", b"x", headers={"If-None-Match": "*"})).status == 204
+            # A conditional write that asks for the body gets the new object, not a 412 about itself.
+            body = await client.put("m", "new-key-2", b"y", returnbody="true", headers={"If-None-Match": "*"})
+            assert body.status == 200 and body.body == b"y", body
+            assert (await client.put("m", "new-key-2", b"z", headers={"If-None-Match": "*"})).status == 412
             created = await client.request("POST", "/buckets/m/keys", b"generated", {"Content-Type": "text/plain"})
             assert created.status == 201 and created.headers["location"].startswith("/buckets/m/keys/")
             fetched = await client.request("GET", created.headers["location"])

@@ -8,14 +8,24 @@ import pytest
 import trio
 
 from dynamo.config import ConfigError, Member, NodeConfig, config_from_mapping, load_config
-from dynamo.node import Node, load_identity, main
+from dynamo.node import Node, load_identity, main, mark_clean_stop
 
 
 def test_identity_keeps_its_incarnation_and_raises_its_generation(tmp_path):
     first = load_identity(str(tmp_path), "n1")
+    mark_clean_stop(str(tmp_path), "n1", first)
     second = load_identity(str(tmp_path), "n1")
     assert second.incarnation == first.incarnation
     assert second.generation > first.generation and second.joined == first.joined
+    # No clean stop after `second` (a crash): a new actor, the same data and gossip membership.
+    third = load_identity(str(tmp_path), "n1")
+    assert third.incarnation != second.incarnation
+    assert third.generation > second.generation and third.joined == first.joined
+    # A file written before the "running" flag existed counts as an unclean stop.
+    legacy = json.loads((tmp_path / "node.json").read_text())
+    del legacy["running"]
+    (tmp_path / "node.json").write_text(json.dumps(legacy))
+    assert load_identity(str(tmp_path), "n1").incarnation != third.incarnation
     fresh = load_identity(str(tmp_path), "n1", fresh_store=True)
     assert fresh.incarnation != first.incarnation and fresh.generation > second.generation
     with pytest.raises(ConfigError, match="belongs to node"):

@@ -1,0 +1,141 @@
+"""Tombstone reaping: when a delete may be forgotten, and how it is forgotten without bringing a value back.
+
+Theory of operation
+- The rule (DESIGN §3): a tombstone is reaped only once anti-entropy has shown that every primary holds it
+  and no hint for the key is pending anywhere. One node decides per partition: the *decider*, the primary
+  with the smallest node id. It initiates the exchanges with every other primary (aae.py), so after a round
+  in which all of them were up and every exchange completed, a tombstone of its tree that was in no diff is
+  held, with the same digest (same causal state), by every primary: *agreed*.
+- `ReapLedger` (pure) remembers since when each (key, digest) has been agreed. A tombstone becomes *ripe*
+  when it was agreed in two rounds at least `grace_s` apart with the same digest, and at both rounds no
+  ring change was under way and every node's hint count (gossiped, so possibly late: hence the grace) and
+  the local one were zero. The grace also outlasts any write, repair or hint delivery still in flight from
+  before the delete (their RPC deadlines are far shorter), so nothing older than the tombstone arrives after.
+- Reaping a batch: the decider sends "aae.reap" [partition, [[bucket, key, digest], ...]] to every other
+  primary; each drops a key only if it still stores exactly that digest, the object is a tombstone and it
+  holds no hint for the key (Replica.drop_if, under the key's lock), and answers which it dropped. The
+  decider then drops locally only the keys *every* peer dropped. So the decider keeps its tombstone
+  unless each other primary held that very tombstone when it dropped it.
+
+Why a replica that missed the delete cannot resurrect the value. Say primary C held the value V and missed
+the delete T (down, or partitioned). (1) Reaping needs C to answer an exchange with T's digest and to drop
+exactly T, so while C holds V, nobody's T goes: the decider keeps T, and any peer that dropped T gets it
+back from the decider through repair. Merging V and T gives T (T's clock covers V), so C ends up with T.
+(2) A fallback holding V for C holds a hint for it: the hint counts are not all zero, so nothing is ripe.
+(3) A V still in flight (a write, a read repair, a hint delivery started before the delete) is older than
+the grace. Hence at the moment the last copy of T goes, no primary holds V or anything older than T.
+
+A reaped key on one primary and a not-yet-reaped tombstone on another (a peer dropped, the decider or
+another peer did not): the next exchange shows the key differs, and repair copies the tombstone back to
+where it was dropped (merging a tombstone in can only supersede); a later round reaps it everywhere. The
+mixed state is safe throughout: an absent copy holds nothing to resurrect.
+
+Dots after a reap. A node that dropped a key forgets its own counter for it; a later write coordinated
+there would mint (actor, 1) again, which a copy of the tombstone still held elsewhere (its clock saw
+(actor, n)) would silently swallow. So before dropping a tombstone that holds an entry of the node's
+current actor, the node retires that actor (`retire_actor`: a new incarnation, written durably first); the
+next write mints with a fresh actor no clock has seen. That happens at most once per reap batch.
+
+Not covered: copies on nodes that are no primary of the key (a fallback's copy of its own coordinated
+write, kept by handoff; data left on an old owner after a ring change) are not exchanged; one of them
+answering a read as a fallback later could still read-repair an old value back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Callable, Sequence
+
+from dynamo.object import StoredObject, object_digest
+from dynamo.service.replica import OBJECTS, Replica
+
+log = logging.getLogger("dynamo.reaper")
+
+REAP_TYPE = "aae.reap"
+
+
+@dataclasses.dataclass(frozen=True)
+class Agreed:
+    digest: bytes
+    since_s: float
+
+
+class ReapLedger:
+    """Per partition: since when each tombstone (tree key -> digest) has been agreed by every primary."""
+
+    def __init__(self, grace_s: float) -> None:
+        if not grace_s >= 0:
+            raise ValueError(f"grace_s must be >= 0, got {grace_s!r}")
+        self.grace_s = grace_s
+        self._agreed: dict[int, dict[bytes, Agreed]] = {}
+
+    def observe(self, partition: int, agreed: dict[bytes, bytes], now_s: float) -> list[tuple[bytes, bytes]]:
+        """Record a round's agreed tombstones of `partition`; returns the ripe (tree key, digest) pairs.
+        A key missing from `agreed` (or with a new digest) starts over."""
+        before = self._agreed.get(partition, {})
+        after = {}
+        for tk, digest in agreed.items():
+            seen = before.get(tk)
+            after[tk] = seen if seen is not None and seen.digest == digest else Agreed(digest, now_s)
+        self._agreed[partition] = after
+        return sorted((tk, a.digest) for tk, a in after.items() if now_s - a.since_s >= self.grace_s)
+
+    def reset(self, partition: int) -> None:
+        """A round that could not show agreement (a primary down, hints pending, a ring change)."""
+        self._agreed.pop(partition, None)
+
+    def forget(self, partition: int, tks: Sequence[bytes]) -> None:
+        entries = self._agreed.get(partition, {})
+        for tk in tks:
+            entries.pop(tk, None)
+
+    def tracked(self, partition: int) -> int:
+        return len(self._agreed.get(partition, {}))
+
+
+class Reaper:
+    """Drops agreed tombstones on this node (`drop`), and answers "aae.reap" from deciders."""
+
+    def __init__(self, replica: Replica, stats: Any, actor: Callable[[], str], retire_actor: Callable[[], Any],
+                 logger: logging.LoggerAdapter | None = None) -> None:
+        self.replica, self.stats = replica, stats
+        self.actor, self.retire_actor = actor, retire_actor
+        self.log = logger or logging.LoggerAdapter(log, {})
+
+    async def drop(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
+        """Drop each (bucket, key, digest) whose stored object is a tombstone with exactly that digest and
+        has no local hint; returns, per item, whether it was dropped."""
+        candidates: dict[int, tuple[bytes, StoredObject]] = {}
+        for i, (bucket, key, digest) in enumerate(items):
+            blob = self.replica.read(bucket, key)
+            if blob is None:
+                continue
+            obj = OBJECTS.decode(blob)
+            if obj.is_tombstone and object_digest(bucket, key, obj) == digest:
+                candidates[i] = (blob, obj)
+        actor = self.actor()
+        if any(entry.actor == actor for _, obj in candidates.values() for entry in obj.clock.entries):
+            self.retire_actor()  # durably, before any key it wrote is forgotten (see the module docstring)
+            self.log.info("retired actor %s before reaping tombstones that hold its dots", actor)
+        dropped = [False] * len(items)
+        for i, (blob, _) in candidates.items():
+            bucket, key, _ = items[i]
+            dropped[i] = await self.replica.drop_if(bucket, key, blob, _is_tombstone)
+        self.stats.aae_tombstones_reaped += sum(dropped)
+        return dropped
+
+    async def rpc_reap(self, peer_id: str, body: Any) -> list[bool]:
+        partition, raw = body
+        if type(partition) is not int or type(raw) is not list:
+            raise ValueError("aae.reap wants [partition, [[bucket, key, digest], ...]]")
+        items = []
+        for item in raw:
+            if type(item) is not list or len(item) != 3 or not all(type(x) is bytes for x in item):
+                raise ValueError("aae.reap items are [bucket, key, digest] of bytes")
+            items.append((item[0], item[1], item[2]))
+        return await self.drop(items)
+
+
+def _is_tombstone(obj: StoredObject) -> bool:
+    return obj.is_tombstone
