@@ -12,10 +12,11 @@ Both tests share one cluster and restart what they kill; hints must be back to z
 
 from __future__ import annotations
 
-import dataclasses
 import http.client
 import itertools
 import threading
+
+from tools.sim.history import History, Write, check_history
 
 HINT_DRAIN_TIMEOUT_S = 30.0
 
@@ -65,31 +66,7 @@ def test_a_killed_primary_gets_its_writes_back_through_hints(fault_cluster):
         assert (got.status, got.body) == (200, latest), (reader, got.status, got.text)
 
 
-# --- history checker ---------------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class Write:
-    key: str
-    value: bytes
-    seen: frozenset[bytes]  # values the read before it returned: its context covers them
-    outcome: str = "pending"  # ok | refused (never reached a node) | unknown (anything else)
-
-
-class History:
-    """Every write attempt and every value any read returned, shared by the writer threads."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.writes: list[Write] = []
-        self.reads: list[tuple[str, frozenset[bytes]]] = []
-
-    def record_read(self, key: str, values: frozenset[bytes]) -> None:
-        with self.lock:
-            self.reads.append((key, values))
-
-    def begin(self, write: Write) -> None:
-        with self.lock:
-            self.writes.append(write)
+# --- history (the checker lives in tools/sim/history.py, shared with the simulator) -----------------------
 
 
 def writer(c, history: History, keys: list[str], nodes: list[str], stop: threading.Event, name: str) -> None:
@@ -116,42 +93,6 @@ def writer(c, history: History, keys: list[str], nodes: list[str], stop: threadi
             write.outcome = "refused"
         except (OSError, http.client.HTTPException):
             write.outcome = "unknown"
-
-
-def check_history(history: History, final: dict[str, frozenset[bytes]]) -> list[str]:
-    """The invariants; returns the violations (empty when the history is fine)."""
-    problems = []
-    by_value = {w.value: w for w in history.writes}
-    possible = {w.value for w in history.writes if w.outcome != "refused"}
-    for key, values in list(history.reads) + list(final.items()):
-        for value in values - possible:
-            problems.append(f"{key}: {value!r} was read but nobody wrote it (or its write never arrived)")
-
-    def ancestors(value: bytes) -> set[bytes]:
-        found, stack = set(), [value]
-        while stack:
-            write = by_value.get(stack.pop())
-            for earlier in write.seen if write else ():
-                if earlier not in found:
-                    found.add(earlier)
-                    stack.append(earlier)
-        return found
-
-    for key, values in final.items():
-        covered = set(values).union(*(ancestors(v) for v in values))
-        for write in history.writes:
-            if write.key == key and write.outcome == "ok" and write.value not in covered:
-                problems.append(f"{key}: acknowledged write {write.value!r} is lost (final {sorted(values)})")
-    return problems
-
-
-def test_check_history_catches_lost_and_invented_values():
-    history = History()
-    history.writes = [Write("k", b"a", frozenset(), "ok"), Write("k", b"b", frozenset({b"a"}), "ok"),
-                      Write("k", b"c", frozenset({b"b"}), "refused")]
-    assert check_history(history, {"k": frozenset({b"b"})}) == []
-    assert any("lost" in p for p in check_history(history, {"k": frozenset()}))
-    assert any("nobody wrote" in p for p in check_history(history, {"k": frozenset({b"b", b"c"})}))
 
 
 def test_no_acknowledged_write_is_lost_when_a_coordinator_is_killed(fault_cluster):
@@ -189,5 +130,5 @@ def test_no_acknowledged_write_is_lost_when_a_coordinator_is_killed(fault_cluste
         final[key] = frozenset(read.values())
     problems = check_history(history, final)
     assert problems == [], "\n".join(problems)
-    outcomes = {o: sum(w.outcome == o for w in history.writes) for o in ("ok", "unknown", "refused")}
-    print(f"history: {len(history.writes)} writes {outcomes}, {len(history.reads)} reads, {len(keys)} keys")
+    print(f"history: {len(history.writes)} writes {history.outcomes()}, {len(history.reads)} reads, "
+          f"{len(keys)} keys")

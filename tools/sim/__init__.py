@@ -5,6 +5,12 @@
 - `world`: the clock, the event heap, node slots with durable state, trace and log.
 - `gossip_node`: the adapter for `gossip.Gossiper` and view checkers.
 - `replay`: `SIM_SEED` handling and the replay line failing tests print.
+
+Whole nodes (real `dynamo.node.Node`s in one trio run, virtual clock, seeded scheduler):
+- `trio_run`: `run_simulation(seed, scenario)` and `SimSession` (step a cluster from synchronous code).
+- `node_cluster`: `open_cluster`/`SimCluster`: start, crash, stop, restart nodes; HTTP-level clients.
+- `trio_network`, `trio_pool`: the simulated RPC network and the PeerPool stand-in the nodes use.
+- `history`, `node_workload`: client histories, workloads and the invariant checkers.
 """
 
 from tools.sim.network import Network, NetworkConfig

@@ -1,0 +1,110 @@
+"""Anti-entropy and tombstone reaping in the simulator, with read repair off (issue 5's scenarios).
+
+- Replicas partitioned apart while writers (with some deletes) write on both sides; after heal, AAE alone
+  brings the primaries of every partition to the same Merkle roots within a bounded simulated time, and
+  the history checkers find no acknowledged write lost and nothing deleted or overwritten come back.
+- A primary down through a delete: nobody reaps while it is away (a hint and a missing primary block it);
+  it comes back with its old value on disk, gets the tombstone, then the key is reaped everywhere and
+  the value never returns.
+"""
+
+import functools
+import random
+
+import pytest
+import trio
+
+from tools.sim.history import History, check_history, check_resurrections
+from tools.sim.network import NetworkConfig
+from tools.sim.node_workload import final_state, replica_divergence, writer
+from tools.sim.replay import replayable, seeds
+from tools.sim.trio_run import run_simulation
+from ring.preflist import preference_list
+
+AAE = {"read_repair": False, "aae_interval_s": 1.0, "aae_keys_per_s": 2000, "aae_tree_segments": 64,
+       "tombstone_reap_grace_s": 3.0}
+JITTERY = NetworkConfig(latency_s=0.0005, jitter_s=0.002, reorder_p=0.05, reorder_delay_s=0.01)
+# Lost messages make replicas differ with no hint to mend them (a replicate dropped after W acks).
+LOSSY = NetworkConfig(latency_s=0.0005, jitter_s=0.002, drop_p=0.02, reorder_p=0.05, reorder_delay_s=0.01)
+CONVERGE_TIMEOUT_S = 60.0
+
+
+def root_divergence(cluster) -> list[str]:
+    """Partitions whose primaries' trees differ (every primary must be running)."""
+    ring = cluster.node(cluster.alive()[0]).membership.ring
+    problems = []
+    for partition in range(ring.partitions):
+        primaries = [r.node for r in preference_list(ring, partition, 3).primaries]
+        roots = {node: cluster.node(node).aae.trees.tree(partition).root.hex()[:8] for node in primaries}
+        if len(set(roots.values())) > 1:
+            problems.append(f"partition {partition}: roots differ {roots}")
+    return problems
+
+
+async def partitioned_writers_then_aae(cluster, rng):
+    history = History()
+    minority = set(cluster.ids[:2])
+    until_s = trio.current_time() + 8.0
+    async with trio.open_nursery() as clients:
+        for i in range(4):
+            nodes = [cluster.ids[i], cluster.ids[(i + 2) % 5]]  # writers on both sides of the partition
+            keys = [f"a{i}-{j}" for j in range(4)]
+            clients.start_soon(functools.partial(writer, cluster, history, keys, nodes, until_s, f"w{i}",
+                                                 random.Random(rng.getrandbits(64)), delete_p=0.15))
+        await cluster.sleep(3.0)
+        cluster.network.partition(minority, set(cluster.ids) - minority)
+    cluster.network.heal()  # after the writers stopped: their last writes stay apart until anti-entropy
+    assert history.outcomes()["ok"] > 0, history.outcomes()
+    await cluster.wait_all_up(cluster.ids)
+    await cluster.wait_for(lambda: sum(cluster.hints_pending().values()) == 0, 30.0, "hints to drain")
+    await cluster.wait_for(lambda: not root_divergence(cluster), CONVERGE_TIMEOUT_S,
+                           "every partition's primaries to hold equal Merkle roots")
+    keys = sorted({w.key for w in history.writes})
+    problems = replica_divergence(cluster, keys)  # before any read: AAE alone did it
+    final = await final_state(cluster, keys)
+    problems += check_history(history, final) + check_resurrections(history, final)
+    problems += cluster.errors + cluster.network.errors
+    assert problems == [], "\n".join(problems) + "\n" + cluster.report()
+    assert sum(cluster.node(n).stats.read_repairs for n in cluster.ids) == 0
+    assert sum(cluster.node(n).stats.aae_keys_repaired for n in cluster.ids) > 0
+    return history
+
+
+@pytest.mark.parametrize("seed", seeds([31, 32]))
+def test_aae_alone_converges_partitioned_replicas_without_losing_or_resurrecting(seed):
+    rng = random.Random(seed)
+    with replayable(seed):
+        history = run_simulation(seed, functools.partial(partitioned_writers_then_aae, rng=rng), faults=LOSSY,
+                                 settings=AAE)
+    print(f"seed {seed}: {len(history.writes)} writes {history.outcomes()}")
+
+
+async def delete_while_a_primary_is_down(cluster):
+    bucket, key = "reap", "k"
+    first, second, victim = cluster.primaries(bucket, key)
+    assert (await cluster.put(first, bucket, key, b"old", w="all")).status == 204
+    await cluster.crash(victim)
+    await cluster.wait_seen_down(victim)
+    read = await cluster.get(first, bucket, key)
+    assert (await cluster.delete(first, bucket, key, read.vclock, w=3)).status == 204  # a fallback's hint
+    await cluster.sleep(15.0)  # many rounds and grace periods: still nothing may be reaped
+    for node in (first, second):
+        assert cluster.stored_object(node, bucket, key).is_tombstone, node
+    assert [c.value for c in cluster.stored_object(victim, bucket, key).siblings] == [b"old"]
+    await cluster.start(victim)
+    await cluster.wait_all_up(cluster.ids)
+    await cluster.wait_for(lambda: all(cluster.stored(n, bucket, key) is None for n in cluster.ids),
+                           CONVERGE_TIMEOUT_S, "the tombstone to be reaped everywhere")
+    assert sum(cluster.node(n).stats.aae_tombstones_reaped for n in cluster.ids) >= 3
+    await cluster.sleep(5.0)  # more rounds, handoff, gossip: the old value stays gone
+    for node in cluster.ids:
+        assert cluster.stored(node, bucket, key) is None, node
+        gone = await cluster.get(node, bucket, key, r="all")
+        assert gone.status == 404, (node, gone.status, gone.text)
+    assert cluster.errors == [] and cluster.network.errors == []
+
+
+@pytest.mark.parametrize("seed", seeds([41, 42]))
+def test_a_primary_down_through_a_delete_returns_and_nothing_is_resurrected(seed):
+    with replayable(seed):
+        run_simulation(seed, delete_while_a_primary_is_down, faults=JITTERY, settings=AAE)
