@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 from hypothesis import given, strategies as st
 
-from antientropy.exchange import (BranchReply, BranchRequest, Exchange, ExchangeDone, ExchangeError,
+from antientropy.exchange import (BranchRequest, Exchange, ExchangeDone, ExchangeError,
                                   MalformedReply, RootReply, RootRequest, SegmentReply, SegmentRequest,
                                   ShapeMismatch, StaleReply, respond)
 from antientropy.merkle import MerkleTree, segment_of
