@@ -8,7 +8,8 @@ Theory of operation
   with the seed as its only seed. `leave` (run on the leaving node) sets LEAVING. Force-removals are staged on the node asked. Nothing
   moves yet. `plan` shows the next ring those changes make (ring/change.py) and what would move.
 - `commit` (any node) goes to the claimant (ring/change.claimant: smallest valid, alive member) as the
-  RPC "ring.commit"; the claimant gossip-removes the force-removed nodes, computes the Transition and
+  RPC "ring.commit" with the joins and leaves the asker sees staged (the claimant waits a few gossip
+  rounds to see them too, so `leave` then `commit` on the same node works at once); the claimant gossip-removes the force-removed nodes, computes the Transition and
   publishes it under the application state "transition". One writer: two commits cannot fork the ring.
   A commit while a transition runs is refused (TransitionBusy).
 - `sync` runs once a gossip round on every node (a Membership watcher) and is the only place the routing
@@ -51,6 +52,8 @@ HANDED_KEY = "handed"
 COMMIT_TYPE = "ring.commit"
 HELLO_TYPE = "ring.hello"
 COMMIT_TIMEOUT_S = 10.0
+STAGED_WAIT_S = 6.0   # how long the claimant waits for gossip to bring the changes a commit's asker saw
+STAGED_POLL_S = 0.1
 
 log = logging.getLogger("dynamo.claimant")
 
@@ -266,8 +269,12 @@ class Claimant:
 
     def leave(self) -> dict[str, Any]:
         """Run on the leaving node: stage its leave (it hands its data off after the commit)."""
-        ring = self.membership.ring
+        ring, transition = self.membership.ring, self.membership.transition
         if self.node_id not in ring.members:
+            if transition is not None and self.node_id in transition.next.members:
+                raise ChangeError(f"{self.node_id} is still joining (ring v{transition.current.version} -> "
+                                  f"v{transition.next.version}, data still moving); stage its leave once "
+                                  "`dynamo admin transfers` shows no change under way")
             raise ChangeError(f"{self.node_id} is not a member of the ring")
         if len(ring.members) == 1:
             raise ChangeError("the last member cannot leave")
@@ -329,19 +336,35 @@ class Claimant:
             raise ChangeError("no live member can act as claimant")
         if chosen == self.node_id:
             return self.commit_here(set(self.removals))
+        joins, leaves, _ = self.staged()
+        body = {"remove": sorted(self.removals), "expect": joins + leaves}
         try:
-            reply = await self.pool.call(chosen, COMMIT_TYPE, sorted(self.removals), COMMIT_TIMEOUT_S)
+            reply = await self.pool.call(chosen, COMMIT_TYPE, body, COMMIT_TIMEOUT_S)
         except RpcError as error:
             raise ChangeError(f"the claimant {chosen} did not commit: {error}") from None
         self.removals.clear()
         return reply
 
     async def rpc_commit(self, peer_id: str, body: Any) -> dict[str, Any]:
-        if not isinstance(body, list) or not all(isinstance(node, str) for node in body):
-            raise ValueError("ring.commit wants a list of node ids to force-remove")
+        """A commit asked by another node. `expect` is the joins and leaves the asker saw staged: a leave
+        staged a moment ago may not have reached us by gossip yet, so wait (a few rounds at most) until we
+        see them too, rather than commit without them or answer "no staged changes"."""
+        if (not isinstance(body, dict) or set(body) != {"remove", "expect"}
+                or not all(isinstance(v, list) and all(isinstance(n, str) for n in v) for v in body.values())):
+            raise ValueError("ring.commit wants {remove: [node ids], expect: [node ids]}")
         if self.claimant() != self.node_id:
             raise ChangeError(f"{self.node_id} is not the claimant (that is {self.claimant()})")
-        return self.commit_here(set(body))
+        with trio.move_on_after(STAGED_WAIT_S):
+            while not self._sees_staged(body["expect"]):
+                await trio.sleep(STAGED_POLL_S)
+        if not self._sees_staged(body["expect"]):
+            raise ChangeError(f"the claimant {self.node_id} has not heard of every change staged on "
+                              f"{peer_id} yet ({', '.join(body['expect'])}); try again in a few seconds")
+        return self.commit_here(set(body["remove"]))
+
+    def _sees_staged(self, expected: list[str]) -> bool:
+        joins, leaves, _ = self.staged()
+        return set(expected) <= set(joins) | set(leaves)
 
     def commit_here(self, removals: set[str]) -> dict[str, Any]:
         """The claimant's commit: remove, compute, publish; every node picks it up at its next sync."""

@@ -77,3 +77,19 @@ def test_cluster_add_refuses_without_a_running_supervisor(tmp_path):
     cluster.write_configs(spec)
     with pytest.raises(cluster.ClusterError, match="no `dynamo cluster up` is running"):
         expansion.cluster_add(tmp_path)
+
+
+def test_a_node_still_joining_is_told_to_wait_before_it_can_leave():
+    from types import SimpleNamespace
+
+    from dynamo.service.claimant import ChangeError, Claimant
+
+    ring = Ring.initial(["n1", "n2", "n3", "n4", "n5"], partitions=64)
+    joining = Transition.plan(ring, next_ring(ring, joins=["n6"]), {3})
+    membership = SimpleNamespace(node_id="n6", ring=ring, transition=joining, watchers=[])
+    claimant = Claimant(membership, None, n_vals=lambda: {3}, keys_stored=lambda: 0, state_dir=None)
+    with pytest.raises(ChangeError, match=r"n6 is still joining \(ring v1 -> v2, data still moving\)"):
+        claimant.leave()
+    membership.transition = None  # never joined at all
+    with pytest.raises(ChangeError, match="n6 is not a member of the ring"):
+        claimant.leave()
