@@ -64,6 +64,7 @@ class NodeConfig:
     http_port: int = 8001
     data_dir: str | None = ""  # "": dynamo-data/<node_id>; None: nothing on disk (memory backend only)
     backend: str = "sqlite"  # or "memory"
+    value_cache_mib: int = 32  # SQLite: recently read and written values kept in memory (0: none)
     members: tuple[Member, ...] = ()
     partitions: int = 256
     target_n: int = 3
@@ -134,6 +135,7 @@ class NodeConfig:
                      "inflight_max", "handoff_batch", "transfer_batch_keys", "transfer_window",
                      "transfer_streams_max", "aae_concurrency_max", "aae_keys_per_s"):
             _check_int(name, getattr(self, name), 1, 2**40)
+        _check_int("value_cache_mib", self.value_cache_mib, 0, 1 << 20)
         _check_int("aae_tree_segments", self.aae_tree_segments, 2, 1 << 20)
         if self.aae_tree_segments & (self.aae_tree_segments - 1):
             raise ConfigError(f"aae_tree_segments must be a power of two, got {self.aae_tree_segments}")

@@ -196,7 +196,7 @@ class Node:
         path = pathlib.Path(self.config.data_dir) / STORE_FILE
         fresh = not path.exists()
         path.parent.mkdir(parents=True, exist_ok=True)
-        return SqliteBackend(path), fresh
+        return SqliteBackend(path, value_cache_bytes=self.config.value_cache_mib << 20), fresh
 
     async def run(self, *, rpc_listeners: Sequence[Any] | None = None, http_listeners: Sequence[Any] | None = None,
                   task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:

@@ -17,6 +17,8 @@ Schema (version in `meta`): `object` is a rowid table with UNIQUE (bucket, key) 
 (partition, bucket, key). The suggested WITHOUT ROWID layout measured slower here (puts 1.7x slower at
 100-byte blobs, 3.6x at 2 KiB; twice the file size at 2 KiB), as SQLite's docs warn for rows that are not
 small. `hint` is keyed by id with indexes on (target, id) and (bucket, key).
+
+Gets go through a write-through ValueCache (value_cache.py) of recently read and written blobs.
 """
 
 from __future__ import annotations
@@ -52,9 +54,11 @@ from dynamo.storage.backend import (
     check_ops,
     check_partition,
 )
+from dynamo.storage.value_cache import MISSING, ValueCache
 
 SCHEMA_VERSION = 1
 CACHE_KIB_DEFAULT = 16 * 1024
+VALUE_CACHE_BYTES_DEFAULT = 32 * 1024 * 1024
 BUSY_TIMEOUT_MS = 10_000
 
 SCHEMA = (
@@ -106,9 +110,11 @@ class SqliteBackend(Backend):
 
     blocking = True
 
-    def __init__(self, path: str | os.PathLike, *, cache_kib: int = CACHE_KIB_DEFAULT) -> None:
+    def __init__(self, path: str | os.PathLike, *, cache_kib: int = CACHE_KIB_DEFAULT,
+                 value_cache_bytes: int = VALUE_CACHE_BYTES_DEFAULT) -> None:
         self.path = pathlib.Path(path)
         self._closed = False
+        self.values = ValueCache(value_cache_bytes)
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         _prepare_path(self.path)
@@ -148,6 +154,8 @@ class SqliteBackend(Backend):
                 if isinstance(exc, sqlite3.Error):
                     raise StorageError(f"write of {len(ops)} ops to {self.path} failed: {exc}") from exc
                 raise
+            self.values.written((op.bucket, op.key, op.blob if type(op) is Put else None)
+                                for op in ops if type(op) is Put or type(op) is Delete)
 
     # -- reads ---------------------------------------------------------------------------------------
 
@@ -162,8 +170,14 @@ class SqliteBackend(Backend):
     def get(self, bucket: bytes, key: bytes) -> bytes | None:
         check_bytes("bucket", bucket)
         check_bytes("key", key)
+        blob, generation = self.values.lookup(bucket, key)
+        if blob is not MISSING:
+            self._check_open()
+            return blob  # type: ignore[return-value]
         rows = self._read(SQL_GET, (bucket, key))
-        return rows[0][0] if rows else None
+        blob = rows[0][0] if rows else None
+        self.values.filled(bucket, key, blob, generation)
+        return blob
 
     def scan(self, partition: int, after: tuple[bytes, bytes] | None, limit: int) -> list[tuple[bytes, bytes, bytes]]:
         check_partition(partition)
@@ -218,6 +232,7 @@ class SqliteBackend(Backend):
             if self._closed:
                 return
             self._closed = True
+            self.values.clear()
             self._reader.close()
             self._writer.close()
             os.close(self._lock_fd)  # releases the flock
