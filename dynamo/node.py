@@ -40,6 +40,7 @@ import trio
 from dynamo.api import Api
 from dynamo.bucket import BadProps, BucketProps, BucketRegistry
 from dynamo.config import ConfigError, Member, NodeConfig, load_config
+from dynamo.durable_file import write_durably
 from dynamo.http.server import HttpServer, Limits
 from dynamo.rpc import PeerPool, RpcServer, UnknownType
 from dynamo.service.aae import build_aae
@@ -115,7 +116,7 @@ def load_identity(data_dir: str | None, node_id: str, *, fresh_store: bool = Fal
 
 
 def _write_identity(data_dir: pathlib.Path, node_id: str, identity: Identity, *, running: bool) -> None:
-    _write_durably(data_dir / IDENTITY_FILE,
+    write_durably(data_dir / IDENTITY_FILE,
                    json.dumps({"node_id": node_id, **dataclasses.asdict(identity), "running": running}))
 
 
@@ -132,20 +133,6 @@ def mark_clean_stop(data_dir: str | None, node_id: str, identity: Identity) -> N
     """Record that every dot this incarnation minted is in the local store: the next start keeps it."""
     if data_dir is not None:
         _write_identity(pathlib.Path(data_dir), node_id, identity, running=False)
-
-
-def _write_durably(path: pathlib.Path, text: str) -> None:
-    temporary = path.with_suffix(".tmp")
-    with open(temporary, "w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def _bound_port(listeners: Sequence[Any]) -> int:

@@ -31,12 +31,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import pathlib
 from typing import Any, Callable
 
 import trio
 
+from dynamo.durable_file import write_durably
 from dynamo.rpc import PeerPool, RpcError
 from dynamo.service.membership import Membership
 from gossip.gossiper import GossipError, Gossiper
@@ -96,12 +96,7 @@ def save_ring_file(state_dir: str | None, saved: SavedRing) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"ring": saved.ring.to_dict(), "status": saved.status.value, "rpc": saved.rpc,
                        "transition": saved.transition.to_dict() if saved.transition else None})
-    temporary = path.with_suffix(".tmp")
-    with open(temporary, "w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    write_durably(path, text)
 
 
 class Claimant:

@@ -11,7 +11,6 @@ When a test fails, the tail of every node's log is printed (pytest shows capture
 
 from __future__ import annotations
 
-import dataclasses
 import http.client
 import json
 import random
@@ -24,8 +23,8 @@ from collections.abc import Callable, Iterable
 import pytest
 
 from dynamo import cluster
-from dynamo.http.multipart import decode_multipart
 from ring.hashing import partition_for_key
+from tools.sim.node_cluster import SimReply as Reply  # the simulator's client answers in the same shape
 
 # Fast failure detection and handoff, so a kill and a restart are noticed within a few seconds.
 FAST_SETTINGS = {"gossip_interval_s": 0.2, "handoff_interval_s": 0.3, "request_timeout_s": 8.0}
@@ -58,31 +57,6 @@ def free_port_base(count: int) -> int:
             for sock in held:
                 sock.close()
     raise RuntimeError("no free range of ports")
-
-
-@dataclasses.dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]  # lower-cased names
-    body: bytes
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
-
-    @property
-    def vclock(self) -> str | None:
-        return self.headers.get("x-riak-vclock")
-
-    def values(self) -> list[bytes]:
-        """The live values of a 200 or a 300 (multipart/mixed) reply; [] for a 404."""
-        if self.status == 404:
-            return []
-        if self.status == 200:
-            return [self.body]
-        assert self.status == 300, (self.status, self.text)
-        parts = decode_multipart(self.headers["content-type"], self.body)
-        return [part.value for part in parts if not part.deleted]
 
 
 def request(url: str, method: str, path: str, body: bytes = b"", headers: dict | None = None,
