@@ -326,7 +326,7 @@ class Node:
         """The RPC types this node answers: type -> async handler(peer_id, body). Services add theirs here."""
         self.rpc_handlers = {
             "kv.get": lambda peer_id, body: self.replica.rpc_get(body),
-            "kv.replicate": lambda peer_id, body: self.replica.rpc_replicate(body),
+            "kv.replicate": lambda peer_id, body: self.coordinator.rpc_replicate(peer_id, body),
             "kv.handoff": lambda peer_id, body: self.replica.rpc_handoff(body),
             "kv.coordinate": lambda peer_id, body: self.coordinator.rpc_coordinate(body),
             GOSSIP_TYPE: self.membership.handle_rpc,

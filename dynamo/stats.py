@@ -27,7 +27,7 @@ COUNTERS = (
     "node_gets", "node_puts", "node_deletes", "node_gets_notfound", "node_get_failures", "node_put_failures",
     "vnode_gets", "vnode_puts", "read_repairs", "coord_redirs", "hints_written", "hints_delivered",
     "handoff_keys_dropped", "handoff_failures", "siblings_refused", "siblings_warned", "requests_refused",
-    "aae_exchanges", "aae_keys_repaired", "aae_tombstones_reaped",
+    "aae_exchanges", "aae_keys_repaired", "aae_tombstones_reaped", "writes_forwarded",
 )
 # Gauges of the node (handed to to_json by node.py) that only ever rise: counters to Prometheus.
 RISING_GAUGES = ("commit_batches", "commit_ops", "rpc_requests", "rpc_handler_errors")
@@ -42,7 +42,8 @@ HELP = {
     "hints_written": "Hinted writes stored as a fallback", "hints_delivered": "Hints handed back to a primary",
     "handoff_keys_dropped": "Handed-off keys dropped here afterwards", "handoff_failures": "Failed hint deliveries",
     "siblings_refused": "Writes refused for too many siblings", "siblings_warned": "Writes above the sibling warning",
-    "requests_refused": "HTTP requests refused for load (503)", "keys_stored": "Objects stored on this node",
+    "requests_refused": "HTTP requests refused for load (503)",
+    "writes_forwarded": "Replicated writes passed on to the new owners of a ring change the sender did not know of", "keys_stored": "Objects stored on this node",
     "hints_pending": "Hints waiting for their primary", "ring_version": "Version of the ring this node holds",
     "ring_members": "Members of the ring", "members_down": "Members this node sees down",
     "http_inflight": "HTTP requests in progress", "commit_batches": "Storage group commits written",

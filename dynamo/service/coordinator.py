@@ -460,9 +460,10 @@ class Coordinator:
         def replicate(obj: StoredObject, blob: bytes) -> None:  # the new version is queued for our commit
             nonlocal sent
             sent = True
+            routed = [self.routing_version(), request.n_val]
             for node, primary in targets:
                 if node != self.node_id:
-                    self._ask(node, "kv.replicate", [bucket, key, blob, primary], deadline_s,
+                    self._ask(node, "kv.replicate", [bucket, key, blob, primary, *routed], deadline_s,
                               functools.partial(self._acked, op, node))
             # A ring change under way: the partition's new owners get the write too, not counted toward W.
             for node in self.membership.pending(partition_for_key(bucket, key, self.replica.partitions),
@@ -496,6 +497,32 @@ class Coordinator:
         if failed is not None:
             return WriteOutcome(503, failed.message, None, replicas)
         return WriteOutcome(200, "", obj, replicas, blob)
+
+    def routing_version(self) -> int:
+        """The newest ring this node routes writes by: a change's next ring while one is under way."""
+        transition = self.membership.transition
+        return transition.next.version if transition is not None else self.membership.ring.version
+
+    async def rpc_replicate(self, peer_id: str, body: Any) -> bool:
+        """kv.replicate: store the copy. A coordinator's copy carries [..., its routing version, n_val]:
+        if it did not know of the ring change under way here (gossip has not reached it yet), it did not
+        send the write to the partition's pending owners, and a transfer may already have passed the key;
+        so pass the copy on to them (best effort, like the coordinator's own sends to them)."""
+        if type(body) is not list or len(body) not in (4, 6):
+            raise ValueError("kv.replicate wants [bucket, key, blob, hint_for or null(, routing version, n_val)]")
+        stored = await self.replica.rpc_replicate(body[:4])
+        if len(body) == 6:
+            bucket, key, blob, _, routed, n_val = body
+            if type(routed) is not int or type(n_val) is not int:
+                raise ValueError("kv.replicate's routing version and n_val must be integers")
+            if routed < self.routing_version():
+                partition = partition_for_key(bucket, key, self.replica.partitions)
+                for node in self.membership.pending(partition, n_val):
+                    if node != self.node_id and node != peer_id:
+                        self.stats.writes_forwarded += 1
+                        self._ask(node, "kv.replicate", [bucket, key, blob, None],
+                                  trio.current_time() + REPAIR_TIMEOUT_S, _not_counted)
+        return stored
 
     def _retire_actor(self, actor: str) -> None:
         """A dot of `actor` reached other replicas but our own copy of it was not stored: the next write

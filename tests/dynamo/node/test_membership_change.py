@@ -15,6 +15,7 @@ import trio
 
 from dynamo.config import Member
 from dynamo.object import decode_object
+from dynamo.service.ownership import TRANSFER_TYPE
 from dynamo.storage import MemoryBackend
 from ring.hashing import partition_for_key
 from ring.preflist import replicas_of_partition
@@ -133,6 +134,44 @@ def test_join_moves_partitions_and_keeps_writes(local_cluster, tmp_path, trio_ru
             assert membership.ring == ring and membership.gossiper.status("n5").value == "valid"
             await cluster.wait_up("n5")
             assert (await cluster.client("n5").get("b", keys[0], r=3)).body == keys[0].encode()
+    trio_run(main, 60)
+
+
+def test_a_write_routed_by_the_old_ring_is_passed_on_to_the_new_owner(local_cluster, tmp_path, trio_run):
+    """A coordinator that has not heard of a ring change yet replicates to the old owners only; the
+    replica that knows of it passes the copy on to the pending owner, even while no transfer runs."""
+    async def main():
+        async with local_cluster(4) as cluster:
+            keys = await write_keys(cluster, "n1", "k", 10)
+            await add_standalone(cluster, "n5", tmp_path)
+            release = trio.Event()
+            transfer = cluster.node("n5").rpc_handlers[TRANSFER_TYPE]
+
+            async def held_transfer(peer_id, body):  # no batch reaches n5 until the test says so
+                await release.wait()
+                return await transfer(peer_id, body)
+            cluster.node("n5").rpc_handlers[TRANSFER_TYPE] = held_transfer
+            n1_rpc = cluster.handles["n1"].config.rpc_address
+            assert (await post(cluster, "n5", "/admin/join", {"seed": "n1", "rpc": n1_rpc})).status == 200
+            await cluster.wait_until(lambda: cluster.node("n1").claimant.staged()[0] == ["n5"])
+            assert (await post(cluster, "n1", "/admin/commit")).status == 200
+            n1 = cluster.node("n1")
+            assert n1.membership.transition is not None and n1.coordinator.routing_version() == 2
+            moving = next(f"fwd{i}" for i in range(10_000) if "n5" in n1.membership.pending(
+                partition_for_key(b"b", f"fwd{i}".encode(), 64), 3))
+            blob = next(b for b in (n1.backend.get(b"b", k.encode()) for k in keys) if b is not None)  # any will do
+            sender = cluster.node("n2").pool
+            # Routed by ring v2 (the sender knew of the change): nothing to pass on.
+            assert await sender.call("n1", "kv.replicate", [b"b", b"other", blob, None, 2, 3], 5) is True
+            assert n1.stats.writes_forwarded == 0
+            # Routed by ring v1: n1 passes it on to n5, whose transfers are all still held.
+            assert await sender.call("n1", "kv.replicate", [b"b", moving.encode(), blob, None, 1, 3], 5) is True
+            assert n1.stats.writes_forwarded == 1
+            await cluster.wait_until(lambda: cluster.node("n5").backend.get(b"b", moving.encode()) == blob, 10)
+            release.set()
+            await wait_settled(cluster, 2)
+            check_placement(cluster, keys)
+            assert cluster.node("n5").backend.get(b"b", moving.encode()) == blob  # n5 owns it now
     trio_run(main, 60)
 
 

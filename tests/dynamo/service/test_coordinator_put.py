@@ -37,12 +37,14 @@ class _Preflist:
 
 class _Ring:
     partitions = PARTITIONS
+    version = 1
 
 
 class _Membership:
     """Every key's preference list: this node and two peers, all primaries."""
 
     ring = _Ring()
+    transition = None  # no ring change under way
 
     def preflist(self, partition: int, n_val: int) -> _Preflist:
         return _Preflist((_Target("me"), _Target("peer1"), _Target("peer2")))
