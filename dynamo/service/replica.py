@@ -155,7 +155,7 @@ class Replica:
         self.on_stored: Callable[[int, bytes, bytes, StoredObject | None], None] | None = None
 
     def read(self, bucket: bytes, key: bytes) -> bytes | None:
-        return self.backend.get(bucket, key)
+        return self.backend.get(partition_for_key(bucket, key, self.partitions), bucket, key)
 
     def _hint_op(self, target: str | None, partition: int, bucket: bytes, key: bytes) -> list[HintAdd]:
         if target is None:
@@ -176,7 +176,7 @@ class Replica:
         name = (bucket, key)
         await self.locks.acquire(name)
         try:
-            local = self.backend.get(bucket, key)
+            local = self.backend.get(partition, bucket, key)
             obj = change(OBJECTS.decode(local) if local is not None else None)
             blob = encode_object(obj)
             OBJECTS.remember(blob, obj)
@@ -198,8 +198,8 @@ class Replica:
         name = (bucket, key)
         await self.locks.acquire(name)
         try:
-            merged = merge_blobs(self.backend.get(bucket, key), blob)
             partition = partition_for_key(bucket, key, self.partitions)
+            merged = merge_blobs(self.backend.get(partition, bucket, key), blob)
             ops = [Put(partition, bucket, key, merged)] if merged is not None else []
             ops += self._hint_op(hint_for, partition, bucket, key)
             if ops:
@@ -219,7 +219,8 @@ class Replica:
             for name in names:
                 await self.locks.acquire(name)
                 held.append(name)
-            current = {name: self.backend.get(*name) for name in names}
+            partitions = {name: partition_for_key(*name, self.partitions) for name in names}
+            current = {name: self.backend.get(partitions[name], *name) for name in names}
             result = dict(current)
             for bucket, key, blob in items:
                 merged = merge_blobs(result[(bucket, key)], blob)
@@ -227,7 +228,7 @@ class Replica:
                     result[(bucket, key)] = merged
             ops: list = []
             for bucket, key in names:
-                partition = partition_for_key(bucket, key, self.partitions)
+                partition = partitions[(bucket, key)]
                 if result[(bucket, key)] != current[(bucket, key)]:
                     ops.append(Put(partition, bucket, key, result[(bucket, key)]))
                 ops.extend(self._hint_op(hint_for, partition, bucket, key))
@@ -236,8 +237,7 @@ class Replica:
             if self.on_stored is not None:
                 for bucket, key in names:
                     if result[(bucket, key)] != current[(bucket, key)]:
-                        self.on_stored(partition_for_key(bucket, key, self.partitions), bucket, key,
-                                       OBJECTS.decode(result[(bucket, key)]))
+                        self.on_stored(partitions[(bucket, key)], bucket, key, OBJECTS.decode(result[(bucket, key)]))
         finally:
             for name in held:
                 self.locks.release(name)
@@ -248,14 +248,15 @@ class Replica:
         """Delete the local copy if it is still `blob`, no hint for it is pending and `may_drop` agrees
         (checked under the key's lock, so no write can slip in between the checks and the delete)."""
         name = (bucket, key)
+        partition = partition_for_key(bucket, key, self.partitions)
         async with self.locks.hold(name):
-            if self.backend.get(bucket, key) != blob or self.hints.has_hint(bucket, key):
+            if self.backend.get(partition, bucket, key) != blob or self.hints.has_hint(bucket, key):
                 return False
             if not may_drop(OBJECTS.decode(blob)):
                 return False
-            await self.committer.submit([Delete(bucket, key)])
+            await self.committer.submit([Delete(partition, bucket, key)])
             if self.on_stored is not None:
-                self.on_stored(partition_for_key(bucket, key, self.partitions), bucket, key, None)
+                self.on_stored(partition, bucket, key, None)
         return True
 
     # ---- RPC handlers -------------------------------------------------------------------------------
@@ -268,7 +269,7 @@ class Replica:
         bucket, key = body
         _check_name(bucket, key)
         self.stats.vnode_gets += 1
-        return self.backend.get(bucket, key)
+        return self.backend.get(partition_for_key(bucket, key, self.partitions), bucket, key)
 
     async def rpc_replicate(self, body: Any) -> bool:
         bucket, key, blob, hint_for = body

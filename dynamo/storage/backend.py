@@ -1,9 +1,10 @@
 """The storage interface: what every backend offers, the operations it applies, and its errors.
 
-Theory of operation: a backend is a durable map (bucket, key) → blob, where the blob is opaque bytes (an
-object encoded by dynamo/object.py), plus a durable queue of hints. Each stored object also records the
-ring partition it belongs to, so a whole partition can be walked in (bucket, key) order for handoff and
-anti-entropy. Every change goes through `write_batch(ops)`: the ops of one call are applied in order, as
+Theory of operation: a backend is a durable map (partition, bucket, key) → blob, where the blob is opaque
+bytes (an object encoded by dynamo/object.py), plus a durable queue of hints. The partition is the key's
+ring partition, a function of (bucket, key) that callers compute (ring.hashing.partition_for_key) and pass
+to every get, put and delete of the key: keying by it lets a whole partition be walked in (bucket, key)
+order for handoff and anti-entropy with no second index to keep up on every write. Every change goes through `write_batch(ops)`: the ops of one call are applied in order, as
 one atomic transaction, and are durable when the call returns. That single entry point is what lets the
 group committer (commit.py) cover many concurrent writers with one fsync.
 
@@ -11,6 +12,7 @@ Rules every backend keeps (the shared tests in tests/dynamo/storage check them a
 - Buckets, keys and blobs are `bytes`; any bytes, including empty ones and NULs. Validation of what a
   user may name (non-empty keys, size limits) belongs to the API layer, not here.
 - Within a batch a later op wins: two puts of one key leave the second blob.
+- The same (bucket, key) under two partitions is two objects; the node never does that (one ring, one Q).
 - Reads are synchronous. `get`, `has_hint` and one page of `scan` or `hints` are index lookups, cheap
   enough for the event loop; `count`, `partitions`, `hint_counts` and a whole `iterate` grow with the data
   (run them in a thread on a big store). `write_batch` may wait on the disk: when `blocking` is true a
@@ -89,12 +91,14 @@ class Put:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Delete:
-    """Remove (bucket, key) for good. Not a user delete: those are tombstone objects written with Put."""
+    """Remove (bucket, key) of `partition` for good. Not a user delete: those are tombstones written with Put."""
 
+    partition: int
     bucket: bytes
     key: bytes
 
     def __post_init__(self) -> None:
+        check_partition(self.partition)
         check_bytes("bucket", self.bucket)
         check_bytes("key", self.key)
 
@@ -193,8 +197,8 @@ class Backend(abc.ABC):
     blocking: ClassVar[bool] = True
 
     @abc.abstractmethod
-    def get(self, bucket: bytes, key: bytes) -> bytes | None:
-        """The blob stored under (bucket, key), or None."""
+    def get(self, partition: int, bucket: bytes, key: bytes) -> bytes | None:
+        """The blob stored under (bucket, key) in `partition`, or None."""
 
     @abc.abstractmethod
     def write_batch(self, ops: Sequence[Op]) -> None:

@@ -144,9 +144,9 @@ class GroupCommitter:
         """Store blob under (bucket, key); returns once durable."""
         await self.submit([Put(partition, bucket, key, blob)])
 
-    async def delete(self, bucket: bytes, key: bytes) -> None:
-        """Remove (bucket, key); returns once durable."""
-        await self.submit([Delete(bucket, key)])
+    async def delete(self, partition: int, bucket: bytes, key: bytes) -> None:
+        """Remove (bucket, key) of `partition`; returns once durable."""
+        await self.submit([Delete(partition, bucket, key)])
 
     async def submit(self, ops: Iterable[Op]) -> None:
         """Write ops atomically, in order, in one batch; return once that batch is durable."""
@@ -189,9 +189,9 @@ class GroupCommitter:
 
     # -- reads ---------------------------------------------------------------------------------------
 
-    def get(self, bucket: bytes, key: bytes) -> bytes | None:
-        """The durable blob of (bucket, key), or None: a direct backend read."""
-        return self.backend.get(bucket, key)
+    def get(self, partition: int, bucket: bytes, key: bytes) -> bytes | None:
+        """The durable blob of (bucket, key) in `partition`, or None: a direct backend read."""
+        return self.backend.get(partition, bucket, key)
 
     @property
     def mean_batch_ops(self) -> float:

@@ -6,8 +6,8 @@ a batch is all or nothing, and it is "durable" on return because the state outli
 crash and restart in a simulation, drop the node (its group committer never writes what it had not yet
 acknowledged) and give the restarted node `old_backend.reopened()`: a fresh handle on the same disk.
 
-Layout: objects live in one SortedDict per partition, keyed (bucket, key), plus a dict from (bucket, key)
-to its partition so a get is two hash lookups. Hints live in a SortedDict by id, one per target, plus a
+Layout: objects live in one SortedDict per partition, keyed (bucket, key), so a get is two hash
+lookups; a running total counts them. Hints live in a SortedDict by id, one per target, plus a
 count of pending hints per (bucket, key) for has_hint.
 """
 
@@ -42,7 +42,7 @@ class _Disk:
     """What survives a crash."""
 
     def __init__(self) -> None:
-        self.partition_of: dict[ObjectKey, int] = {}
+        self.object_count = 0
         self.objects: dict[int, SortedDict] = {}  # partition -> SortedDict[(bucket, key)] -> blob
         self.hints: dict[int, Hint] = {}
         self.hints_by_target: dict[str, SortedDict] = {}  # target -> SortedDict[hint_id] -> Hint
@@ -67,12 +67,13 @@ class MemoryBackend(Backend):
             raise StorageClosedError("memory backend is closed")
         return self._disk
 
-    def get(self, bucket: bytes, key: bytes) -> bytes | None:
+    def get(self, partition: int, bucket: bytes, key: bytes) -> bytes | None:
         disk = self._live()
+        check_partition(partition)
         check_bytes("bucket", bucket)
         check_bytes("key", key)
-        partition = disk.partition_of.get((bucket, key))
-        return None if partition is None else disk.objects[partition][bucket, key]
+        objects = disk.objects.get(partition)
+        return None if objects is None else objects.get((bucket, key))
 
     def write_batch(self, ops: Sequence[Op]) -> None:
         disk = self._live()
@@ -80,7 +81,7 @@ class MemoryBackend(Backend):
             if isinstance(op, Put):
                 self._put(disk, op)
             elif isinstance(op, Delete):
-                self._delete(disk, (op.bucket, op.key))
+                self._delete(disk, op.partition, (op.bucket, op.key))
             elif isinstance(op, HintAdd):
                 self._remove_hint(disk, op.hint.hint_id)
                 self._add_hint(disk, op.hint)
@@ -90,19 +91,17 @@ class MemoryBackend(Backend):
 
     @staticmethod
     def _put(disk: _Disk, op: Put) -> None:
-        name = (op.bucket, op.key)
-        if disk.partition_of.get(name, op.partition) != op.partition:
-            MemoryBackend._delete(disk, name)  # the key moved partition: keep one copy only
-        disk.partition_of[name] = op.partition
-        disk.objects.setdefault(op.partition, SortedDict())[name] = op.blob
+        objects = disk.objects.setdefault(op.partition, SortedDict())
+        size = len(objects)
+        objects[op.bucket, op.key] = op.blob
+        disk.object_count += len(objects) - size
 
     @staticmethod
-    def _delete(disk: _Disk, name: ObjectKey) -> None:
-        partition = disk.partition_of.pop(name, None)
-        if partition is None:
+    def _delete(disk: _Disk, partition: int, name: ObjectKey) -> None:
+        objects = disk.objects.get(partition)
+        if objects is None or objects.pop(name, None) is None:
             return
-        objects = disk.objects[partition]
-        del objects[name]
+        disk.object_count -= 1
         if not objects:
             del disk.objects[partition]
 
@@ -145,7 +144,7 @@ class MemoryBackend(Backend):
     def count(self, partition: int | None = None) -> int:
         disk = self._live()
         if partition is None:
-            return len(disk.partition_of)
+            return disk.object_count
         check_partition(partition)
         return len(disk.objects.get(partition, ()))
 

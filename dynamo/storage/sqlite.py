@@ -13,10 +13,14 @@ Two connections, each guarded by its own lock because trio's worker threads diff
   so gets from the event loop never wait for an fsync. Reads run in autocommit and fetch whole pages, so
   no read transaction stays open to pin the WAL.
 
-Schema (version in `meta`): `object` is a rowid table with UNIQUE (bucket, key) and an index on
-(partition, bucket, key). The suggested WITHOUT ROWID layout measured slower here (puts 1.7x slower at
-100-byte blobs, 3.6x at 2 KiB; twice the file size at 2 KiB), as SQLite's docs warn for rows that are not
-small. `hint` is keyed by id with indexes on (target, id) and (bucket, key).
+Schema (version in `meta`): `object` is a rowid table with UNIQUE (partition, bucket, key): one index
+serves gets (the caller passes the key's partition) and partition walks in (bucket, key) order. Version 1
+had UNIQUE (bucket, key) plus an index on (partition, bucket, key), one more B-tree to update per write:
+replaying batches of 16 upserts of 160-byte blobs into 100,000 rows, version 2 costs 35 us of CPU per put
+against 73 and commits a batch in 1.2 ms against 2.9 (version 1 stores are migrated when opened). A
+WITHOUT ROWID table keyed (partition, bucket, key) measured in between (49 us), and slower than both at
+2 KiB blobs, as SQLite's docs warn for rows that are not small. `hint` is keyed by id with indexes on
+(target, id) and (bucket, key).
 
 Gets go through a write-through ValueCache (value_cache.py) of recently read and written blobs.
 """
@@ -56,29 +60,28 @@ from dynamo.storage.backend import (
 )
 from dynamo.storage.value_cache import MISSING, ValueCache
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CACHE_KIB_DEFAULT = 16 * 1024
 VALUE_CACHE_BYTES_DEFAULT = 32 * 1024 * 1024
 BUSY_TIMEOUT_MS = 10_000
 
 SCHEMA = (
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID",
-    "CREATE TABLE object (id INTEGER PRIMARY KEY, bucket BLOB NOT NULL, key BLOB NOT NULL,"
-    " partition INTEGER NOT NULL, blob BLOB NOT NULL, UNIQUE (bucket, key))",
-    "CREATE INDEX object_partition ON object (partition, bucket, key)",
+    "CREATE TABLE object (id INTEGER PRIMARY KEY, partition INTEGER NOT NULL, bucket BLOB NOT NULL,"
+    " key BLOB NOT NULL, blob BLOB NOT NULL, UNIQUE (partition, bucket, key))",
     "CREATE TABLE hint (id INTEGER PRIMARY KEY, target TEXT NOT NULL, partition INTEGER NOT NULL,"
     " bucket BLOB NOT NULL, key BLOB NOT NULL, blob BLOB NOT NULL, created_us INTEGER NOT NULL)",
     "CREATE INDEX hint_target ON hint (target, id)",
     "CREATE INDEX hint_key ON hint (bucket, key)",
 )
 
-SQL_PUT = ("INSERT INTO object (bucket, key, partition, blob) VALUES (?, ?, ?, ?) ON CONFLICT (bucket, key)"
-           " DO UPDATE SET partition = excluded.partition, blob = excluded.blob")
-SQL_DELETE = "DELETE FROM object WHERE bucket = ? AND key = ?"
+SQL_PUT = ("INSERT INTO object (partition, bucket, key, blob) VALUES (?, ?, ?, ?)"
+           " ON CONFLICT (partition, bucket, key) DO UPDATE SET blob = excluded.blob")
+SQL_DELETE = "DELETE FROM object WHERE partition = ? AND bucket = ? AND key = ?"
 SQL_HINT_ADD = ("INSERT OR REPLACE INTO hint (id, target, partition, bucket, key, blob, created_us)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)")
 SQL_HINT_REMOVE = "DELETE FROM hint WHERE id = ?"
-SQL_GET = "SELECT blob FROM object WHERE bucket = ? AND key = ?"
+SQL_GET = "SELECT blob FROM object WHERE partition = ? AND bucket = ? AND key = ?"
 SQL_SCAN_FIRST = "SELECT bucket, key, blob FROM object WHERE partition = ? ORDER BY bucket, key LIMIT ?"
 SQL_SCAN_AFTER = ("SELECT bucket, key, blob FROM object WHERE partition = ? AND (bucket, key) > (?, ?)"
                   " ORDER BY bucket, key LIMIT ?")
@@ -88,7 +91,7 @@ SQL_HINTS = ("SELECT id, target, partition, bucket, key, blob, created_us FROM h
 
 
 def _put_row(op: Put) -> tuple:
-    return op.bucket, op.key, op.partition, op.blob
+    return op.partition, op.bucket, op.key, op.blob
 
 
 def _hint_row(op: HintAdd) -> tuple:
@@ -99,7 +102,7 @@ def _hint_row(op: HintAdd) -> tuple:
 # op type -> (statement, row of parameters); consecutive ops of one type go to one executemany
 _STATEMENTS = {
     Put: (SQL_PUT, _put_row),
-    Delete: (SQL_DELETE, lambda op: (op.bucket, op.key)),
+    Delete: (SQL_DELETE, lambda op: (op.partition, op.bucket, op.key)),
     HintAdd: (SQL_HINT_ADD, _hint_row),
     HintRemove: (SQL_HINT_REMOVE, lambda op: (op.hint_id,)),
 }
@@ -154,7 +157,7 @@ class SqliteBackend(Backend):
                 if isinstance(exc, sqlite3.Error):
                     raise StorageError(f"write of {len(ops)} ops to {self.path} failed: {exc}") from exc
                 raise
-            self.values.written((op.bucket, op.key, op.blob if type(op) is Put else None)
+            self.values.written(((op.partition, op.bucket, op.key), op.blob if type(op) is Put else None)
                                 for op in ops if type(op) is Put or type(op) is Delete)
 
     # -- reads ---------------------------------------------------------------------------------------
@@ -167,16 +170,18 @@ class SqliteBackend(Backend):
             except sqlite3.Error as exc:
                 raise StorageError(f"read from {self.path} failed: {exc}") from exc
 
-    def get(self, bucket: bytes, key: bytes) -> bytes | None:
+    def get(self, partition: int, bucket: bytes, key: bytes) -> bytes | None:
+        check_partition(partition)
         check_bytes("bucket", bucket)
         check_bytes("key", key)
-        blob, generation = self.values.lookup(bucket, key)
+        name = (partition, bucket, key)
+        blob, generation = self.values.lookup(name)
         if blob is not MISSING:
             self._check_open()
             return blob  # type: ignore[return-value]
-        rows = self._read(SQL_GET, (bucket, key))
+        rows = self._read(SQL_GET, name)
         blob = rows[0][0] if rows else None
-        self.values.filled(bucket, key, blob, generation)
+        self.values.filled(name, blob, generation)
         return blob
 
     def scan(self, partition: int, after: tuple[bytes, bytes] | None, limit: int) -> list[tuple[bytes, bytes, bytes]]:
@@ -293,6 +298,18 @@ def _check_wal(conn: sqlite3.Connection, path: pathlib.Path) -> None:
         raise StorageOpenError(f"{path}: SQLite refused WAL mode (journal_mode is {mode})")
 
 
+def _migrate_from_1(conn: sqlite3.Connection) -> None:
+    """Version 1 -> 2, inside the caller's transaction: rebuild `object` keyed (partition, bucket, key).
+    Version 1 kept one row per (bucket, key), so the copy cannot collide."""
+    conn.execute("ALTER TABLE object RENAME TO object_v1")
+    conn.execute("DROP INDEX object_partition")
+    conn.execute(SCHEMA[1])
+    conn.execute("INSERT INTO object (partition, bucket, key, blob)"
+                 " SELECT partition, bucket, key, blob FROM object_v1 ORDER BY partition, bucket, key")
+    conn.execute("DROP TABLE object_v1")
+    conn.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (SCHEMA_VERSION,))
+
+
 def _ensure_schema(conn: sqlite3.Connection, path: pathlib.Path) -> None:
     """Create the schema in an empty database, or check the version of an existing one."""
     try:
@@ -307,6 +324,9 @@ def _ensure_schema(conn: sqlite3.Connection, path: pathlib.Path) -> None:
             elif "meta" in tables:
                 row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
                 version = None if row is None else row[0]
+                if version == 1:
+                    _migrate_from_1(conn)
+                    version = SCHEMA_VERSION
             else:
                 raise StorageOpenError(f"{path} is a SQLite database of another program (no meta table)")
             conn.execute("COMMIT")

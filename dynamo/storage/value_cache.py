@@ -3,7 +3,8 @@
 Why: every get reads the object on each replica it reaches, and every write reads it before merging; a
 hot key's blob served from memory skips an SQLite query (about 15 µs, a few percent of a quorum get).
 
-Theory of operation: least-recently-used entries (bucket, key) -> blob, or None for "not stored", evicted
+Theory of operation: least-recently-used entries (partition, bucket, key) -> blob, or None for "not
+stored", evicted
 beyond a byte budget (blob, names and a fixed per-entry overhead). The backend applies every committed
 write to the cache after its COMMIT and before it returns (`written`), and fills it after reading a miss
 (`filled`). Reads and writes run on different threads, so one lock guards the entries, and a fill is
@@ -20,6 +21,7 @@ from typing import Iterable
 
 ENTRY_OVERHEAD_BYTES = 120  # the dict slot, the tuple key and the bytes headers, roughly
 MISSING = object()  # lookup's answer when the cache does not know the key (None means "not stored")
+Name = tuple[int, bytes, bytes]  # (partition, bucket, key)
 
 
 class ValueCache:
@@ -29,13 +31,12 @@ class ValueCache:
         self.bytes_max = bytes_max
         self.bytes = 0
         self.hits = self.misses = 0
-        self._entries: OrderedDict[tuple[bytes, bytes], bytes | None] = OrderedDict()
+        self._entries: OrderedDict[Name, bytes | None] = OrderedDict()
         self._lock = threading.Lock()
         self._generation = 0  # raised by every committed write
 
-    def lookup(self, bucket: bytes, key: bytes) -> tuple[object, int]:
+    def lookup(self, name: Name) -> tuple[object, int]:
         """(the blob, None for "not stored", or MISSING; the generation to hand to `filled`)."""
-        name = (bucket, key)
         with self._lock:
             value = self._entries.get(name, MISSING)
             if value is MISSING:
@@ -45,18 +46,18 @@ class ValueCache:
                 self._entries.move_to_end(name)
             return value, self._generation
 
-    def filled(self, bucket: bytes, key: bytes, blob: bytes | None, generation: int) -> None:
+    def filled(self, name: Name, blob: bytes | None, generation: int) -> None:
         """Remember what a read found, unless a write committed since `lookup` gave `generation`."""
         with self._lock:
             if generation == self._generation:
-                self._set(bucket, key, blob)
+                self._set(name, blob)
 
-    def written(self, changes: Iterable[tuple[bytes, bytes, bytes | None]]) -> None:
-        """Apply a committed batch: (bucket, key, blob or None for a delete), in commit order."""
+    def written(self, changes: Iterable[tuple[Name, bytes | None]]) -> None:
+        """Apply a committed batch: (name, blob or None for a delete), in commit order."""
         with self._lock:
             self._generation += 1
-            for bucket, key, blob in changes:
-                self._set(bucket, key, blob)
+            for name, blob in changes:
+                self._set(name, blob)
 
     def clear(self) -> None:
         with self._lock:
@@ -64,8 +65,7 @@ class ValueCache:
             self._entries.clear()
             self.bytes = 0
 
-    def _set(self, bucket: bytes, key: bytes, blob: bytes | None) -> None:
-        name = (bucket, key)
+    def _set(self, name: Name, blob: bytes | None) -> None:
         entries = self._entries
         old = entries.pop(name, MISSING)
         if old is not MISSING:
@@ -83,5 +83,5 @@ class ValueCache:
         return len(self._entries)
 
 
-def _size(name: tuple[bytes, bytes], blob: bytes | None) -> int:
-    return ENTRY_OVERHEAD_BYTES + len(name[0]) + len(name[1]) + (len(blob) if blob is not None else 0)
+def _size(name: Name, blob: bytes | None) -> int:
+    return ENTRY_OVERHEAD_BYTES + len(name[1]) + len(name[2]) + (len(blob) if blob is not None else 0)

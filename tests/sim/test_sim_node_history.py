@@ -39,7 +39,7 @@ def test_the_end_of_run_checks_see_data_loss_and_a_diverged_replica():
         assert check_history(history, await final_state(cluster, ["x", "y"])) == []
         assert replica_divergence(cluster, ["x", "y"]) == []
         for node in cluster.primaries(BUCKET, "x"):  # lose x everywhere, behind the nodes' backs
-            cluster.disk(node).write_batch([Delete(BUCKET.encode(), b"x")])
+            cluster.disk(node).write_batch([Delete(cluster.partition_of(BUCKET, "x"), BUCKET.encode(), b"x")])
         lost = check_history(history, await final_state(cluster, ["x", "y"]))
         assert len(lost) == 1 and "b'v0' is lost" in lost[0], lost
         late = cluster.primaries(BUCKET, "y")[2]  # misses the next write: its copy differs from the others'

@@ -127,8 +127,8 @@ class CrashableBackend(Backend):
             raise StorageClosedError("the node crashed")
         self.inner.write_batch(ops)
 
-    def get(self, bucket, key):
-        return self.inner.get(bucket, key)
+    def get(self, partition, bucket, key):
+        return self.inner.get(partition, bucket, key)
 
     def scan(self, partition, after, limit):
         return self.inner.scan(partition, after, limit)
@@ -183,6 +183,7 @@ class SimCluster:
         self.rng = random.Random(seed)
         self.network = SimNetwork(random.Random(self.rng.getrandbits(64)), faults)
         self.ids = list(ids)
+        self.partitions = settings["partitions"]
         self.errors: list[str] = []
         self._nursery = nursery
         members = tuple(Member(node_id, f"{node_id}.sim:7000", f"{node_id}.sim:8000") for node_id in ids)
@@ -330,9 +331,12 @@ class SimCluster:
         """A handle on the node's store that works while it is down (tests may tamper with it)."""
         return self._slots[node_id].disk
 
+    def partition_of(self, bucket: str, key: str) -> int:
+        return partition_for_key(bucket.encode(), key.encode(), self.partitions)
+
     def stored(self, node_id: str, bucket: str, key: str) -> bytes | None:
         """The node's local copy (its disk: readable while it is down)."""
-        return self._slots[node_id].disk.get(bucket.encode(), key.encode())
+        return self._slots[node_id].disk.get(self.partition_of(bucket, key), bucket.encode(), key.encode())
 
     def stored_object(self, node_id: str, bucket: str, key: str) -> StoredObject | None:
         blob = self.stored(node_id, bucket, key)

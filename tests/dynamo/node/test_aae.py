@@ -154,7 +154,7 @@ def test_writes_during_a_build_leave_the_tree_exact(monkeypatch):
             for i in range(400):
                 key = rng.choice(keys)
                 obj = None if rng.random() < 0.2 else put(None, Content(f"{i}".encode()), None, f"w:{i}")
-                op = Delete(b"b", key) if obj is None else Put(partition_of[key], b"b", key, encode_object(obj))
+                op = Delete(partition_of[key], b"b", key) if obj is None else Put(partition_of[key], b"b", key, encode_object(obj))
                 backend.write_batch([op])
                 await trio.sleep(0)  # committed; the hook runs a scheduling pass later
                 trees.on_stored(partition_of[key], b"b", key, obj)

@@ -73,7 +73,7 @@ def test_read_repair_fixes_a_stale_replica(local_cluster, trio_run):
             # n3 "missed" the write: put its old copy back, and delete the key on n2 altogether.
             n3, n2 = cluster.node("n3"), cluster.node("n2")
             await n3.committer.put(partition_for_key(b"rr", b"k", 64), b"rr", b"k", stale_blob)
-            await n2.committer.delete(b"rr", b"k")
+            await n2.committer.delete(partition_for_key(b"rr", b"k", 64), b"rr", b"k")
             before = (await client.stats())["read_repairs"]
             reply = await client.get("rr", "k", r=1)
             assert reply.status == 200 and reply.body == b"new"

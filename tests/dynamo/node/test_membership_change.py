@@ -69,7 +69,7 @@ def check_placement(cluster, keys: list[str]) -> None:
     for key in keys:
         partition = partition_for_key(b"b", key.encode(), ring.partitions)
         for node in replicas_of_partition(ring, partition, 3):
-            if cluster.node(node).backend.get(b"b", key.encode()) is None:
+            if cluster.node(node).replica.read(b"b", key.encode()) is None:
                 missing.append((key, node))
     assert not missing, f"{len(missing)} copies missing, e.g. {missing[:5]}"
 
@@ -159,7 +159,7 @@ def test_a_write_routed_by_the_old_ring_is_passed_on_to_the_new_owner(local_clus
             assert n1.membership.transition is not None and n1.coordinator.routing_version() == 2
             moving = next(f"fwd{i}" for i in range(10_000) if "n5" in n1.membership.pending(
                 partition_for_key(b"b", f"fwd{i}".encode(), 64), 3))
-            blob = next(b for b in (n1.backend.get(b"b", k.encode()) for k in keys) if b is not None)  # any will do
+            blob = next(b for b in (n1.replica.read(b"b", k.encode()) for k in keys) if b is not None)  # any will do
             sender = cluster.node("n2").pool
             # Routed by ring v2 (the sender knew of the change): nothing to pass on.
             assert await sender.call("n1", "kv.replicate", [b"b", b"other", blob, None, 2, 3], 5) is True
@@ -167,11 +167,11 @@ def test_a_write_routed_by_the_old_ring_is_passed_on_to_the_new_owner(local_clus
             # Routed by ring v1: n1 passes it on to n5, whose transfers are all still held.
             assert await sender.call("n1", "kv.replicate", [b"b", moving.encode(), blob, None, 1, 3], 5) is True
             assert n1.stats.writes_forwarded == 1
-            await cluster.wait_until(lambda: cluster.node("n5").backend.get(b"b", moving.encode()) == blob, 10)
+            await cluster.wait_until(lambda: cluster.node("n5").replica.read(b"b", moving.encode()) == blob, 10)
             release.set()
             await wait_settled(cluster, 2)
             check_placement(cluster, keys)
-            assert cluster.node("n5").backend.get(b"b", moving.encode()) == blob  # n5 owns it now
+            assert cluster.node("n5").replica.read(b"b", moving.encode()) == blob  # n5 owns it now
     trio_run(main, 60)
 
 

@@ -14,6 +14,10 @@ import trio
 from dynamo.storage import HintStore, SqliteBackend, open_group_committer
 
 
+def partition_for(name: bytes) -> int:
+    return int(name.rsplit(b"-", 1)[1]) % 8  # the parent recomputes it to read the object back
+
+
 def blob_for(name: bytes) -> bytes:
     return b"blob:" + name * 20  # deterministic: the parent recomputes it to check contents
 
@@ -22,7 +26,7 @@ async def writer(committer, hints, mode, writer_id):
     for i in itertools.count():
         name = b"w%d-%d" % (writer_id, i)
         if mode == "objects":
-            await committer.put(i % 8, b"crash", name, blob_for(name))
+            await committer.put(partition_for(name), b"crash", name, blob_for(name))
             line = name
         else:
             hint = await hints.add("node-%d" % (writer_id % 3), i % 8, b"crash", name, blob_for(name), i)

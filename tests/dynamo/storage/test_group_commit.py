@@ -37,7 +37,7 @@ def test_concurrent_puts_share_fsyncs(make_backend):
     assert len(backend.attempts) == batches_written
     assert len(backend.attempts) < 50  # 50 writers at once did not pay 50 fsyncs
     for name in names:
-        assert backend.get(b"b", name) == b"v" + name
+        assert backend.get(0, b"b", name) == b"v" + name
 
 
 def test_batches_are_bounded(make_backend):
@@ -53,7 +53,7 @@ def test_batches_are_bounded(make_backend):
     assert all(len(ops) <= 4 for ops in backend.attempts)
     assert all(sum(op.size_bytes for op in ops) <= 10_000 for ops in backend.attempts)
     assert sum(len(ops) for ops in backend.attempts) == 40
-    assert all(backend.get(b"b", name) is not None for name in names)
+    assert all(backend.get(0, b"b", name) is not None for name in names)
 
 
 def test_a_submit_bigger_than_a_batch_still_goes(make_backend):
@@ -95,8 +95,8 @@ def test_failed_batch_raises_in_every_writer_and_writes_nothing(make_backend):
     assert max(len(ops) for ops in failed_batches) > 1  # the failure reached several writers at once
     assert {n for n, o in outcome.items() if o == "failed"} == in_failed
     assert {n for n, o in outcome.items() if o == "ok"} == set(names) - in_failed
-    assert all(backend.get(b"b", name) is None for name in in_failed)
-    assert backend.get(b"b", b"later") == b"v"
+    assert all(backend.get(0, b"b", name) is None for name in in_failed)
+    assert backend.get(0, b"b", b"later") == b"v"
 
 
 def test_order_later_submit_wins(make_backend):
@@ -105,14 +105,14 @@ def test_order_later_submit_wins(make_backend):
     async def main():
         async with open_group_committer(backend) as committer:
             await committer.submit([Put(0, b"b", b"k", b"1"), Put(0, b"b", b"k", b"2")])
-            assert committer.get(b"b", b"k") == b"2"
+            assert committer.get(0, b"b", b"k") == b"2"
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(committer.put, 0, b"b", b"j", b"first")
                 await trio.testing.wait_all_tasks_blocked()  # the first put is queued or in flight
                 nursery.start_soon(committer.put, 0, b"b", b"j", b"second")
-                nursery.start_soon(committer.delete, b"b", b"k")
-            assert committer.get(b"b", b"j") == b"second"
-            assert committer.get(b"b", b"k") is None
+                nursery.start_soon(committer.delete, 0, b"b", b"k")
+            assert committer.get(0, b"b", b"j") == b"second"
+            assert committer.get(0, b"b", b"k") is None
 
     trio.run(main)
 
@@ -153,7 +153,7 @@ def test_cancelled_writer_does_not_cancel_the_write(make_backend):
         assert committer.batches_written == 1
 
     trio.run(main)
-    assert backend.get(b"b", b"k") == b"v"  # the write went on without its waiter
+    assert backend.get(0, b"b", b"k") == b"v"  # the write went on without its waiter
 
 
 def test_stopping_fails_unwritten_writes(make_backend):
@@ -191,8 +191,8 @@ def test_stopping_fails_unwritten_writes(make_backend):
 
     trio.run(main)
     assert outcome == {b"first": "ok", b"second": "closed"}
-    assert backend.get(b"b", b"first") == b"v"
-    assert backend.get(b"b", b"second") is None
+    assert backend.get(0, b"b", b"first") == b"v"
+    assert backend.get(0, b"b", b"second") is None
 
 
 def test_aclose_writes_everything_queued(make_backend):
@@ -214,7 +214,7 @@ def test_aclose_writes_everything_queued(make_backend):
 
     trio.run(main)
     assert backend.count() == 30
-    assert backend.get(b"b", b"late") is None
+    assert backend.get(0, b"b", b"late") is None
 
 
 def test_writes_queued_before_run_starts_are_written(make_backend):
@@ -225,10 +225,10 @@ def test_writes_queued_before_run_starts_are_written(make_backend):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(committer.put, 0, b"b", b"early", b"v")
             await trio.testing.wait_all_tasks_blocked()
-            assert backend.get(b"b", b"early") is None
+            assert backend.get(0, b"b", b"early") is None
             await nursery.start(committer.run)
             await committer.aclose()
-            assert backend.get(b"b", b"early") == b"v"
+            assert backend.get(0, b"b", b"early") == b"v"
 
     trio.run(main)
 
@@ -239,10 +239,10 @@ def test_delete_through_committer(make_backend):
     async def main():
         async with open_group_committer(backend) as committer:
             await committer.put(1, b"b", b"k", b"v")
-            await committer.submit([Delete(b"b", b"k"), Put(1, b"b", b"k2", b"w")])
+            await committer.submit([Delete(1, b"b", b"k"), Put(1, b"b", b"k2", b"w")])
 
     trio.run(main)
-    assert backend.get(b"b", b"k") is None
+    assert backend.get(1, b"b", b"k") is None
     assert list(backend.iterate(1)) == [(b"b", b"k2", b"w")]
 
 
@@ -285,7 +285,7 @@ def test_enqueue_returns_before_the_write_and_its_ops_land_even_if_the_caller_go
         async with trio.open_nursery() as nursery:
             await nursery.start(committer.run)
             queued = await committer.enqueue([Put(0, b"b", b"k", b"v1")])
-            assert backend.get(b"b", b"k") is None  # in a batch, not yet written
+            assert backend.get(0, b"b", b"k") is None  # in a batch, not yet written
             with trio.CancelScope() as scope:
                 scope.cancel()
                 await queued.wait()  # the waiter goes; the write stays
@@ -297,7 +297,7 @@ def test_enqueue_returns_before_the_write_and_its_ops_land_even_if_the_caller_go
         assert committer.closed_cleanly
 
     trio.run(main)
-    assert backend.get(b"b", b"k") == b"v1" and backend.get(b"b", b"k2") == b"v2"
+    assert backend.get(0, b"b", b"k") == b"v1" and backend.get(0, b"b", b"k2") == b"v2"
 
 
 def test_enqueue_reports_a_failed_batch_and_the_committer_is_then_not_clean(make_backend):
@@ -314,4 +314,4 @@ def test_enqueue_reports_a_failed_batch_and_the_committer_is_then_not_clean(make
             await committer.enqueue([Put(0, b"b", b"late", b"v")])
 
     trio.run(main)
-    assert backend.get(b"b", b"poison") is None
+    assert backend.get(0, b"b", b"poison") is None

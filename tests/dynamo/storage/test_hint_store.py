@@ -98,7 +98,7 @@ def test_object_and_hint_written_atomically(make_backend):
         with pytest.raises(CommitError):
             await committer.submit([HintAdd(bad), Put(3, b"b", b"bad", b"v")])
         assert hints.pending("n") == [ok]  # the failed batch left no hint behind
-        assert backend.get(b"b", b"good") == b"v" and backend.get(b"b", b"bad") is None
+        assert backend.get(3, b"b", b"good") == b"v" and backend.get(3, b"b", b"bad") is None
 
     run_with_hints(backend, body)
 

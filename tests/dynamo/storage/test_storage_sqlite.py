@@ -21,7 +21,7 @@ def test_missing_directories_are_created_and_data_persists(tmp_path):
         backend.write_batch([Put(7, b"b", b"k", b"v")])
     assert path.is_file()
     with SqliteBackend(path) as backend:
-        assert backend.get(b"b", b"k") == b"v"
+        assert backend.get(7, b"b", b"k") == b"v"
         assert backend.partitions() == {7}
 
 
@@ -42,6 +42,44 @@ def test_schema_version_mismatch_fails_clearly(tmp_path):
         SqliteBackend(path)
     with pytest.raises(ValueError):  # callers may catch it as bad input
         SqliteBackend(path)
+
+
+VERSION_1_SCHEMA = (  # the layout of stores written before schema version 2, verbatim
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID",
+    "CREATE TABLE object (id INTEGER PRIMARY KEY, bucket BLOB NOT NULL, key BLOB NOT NULL,"
+    " partition INTEGER NOT NULL, blob BLOB NOT NULL, UNIQUE (bucket, key))",
+    "CREATE INDEX object_partition ON object (partition, bucket, key)",
+    "CREATE TABLE hint (id INTEGER PRIMARY KEY, target TEXT NOT NULL, partition INTEGER NOT NULL,"
+    " bucket BLOB NOT NULL, key BLOB NOT NULL, blob BLOB NOT NULL, created_us INTEGER NOT NULL)",
+    "CREATE INDEX hint_target ON hint (target, id)",
+    "CREATE INDEX hint_key ON hint (bucket, key)",
+)
+
+
+def test_a_version_1_store_is_migrated_when_opened(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for statement in VERSION_1_SCHEMA:
+        conn.execute(statement)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', 1)")
+    rows = [(b"b", b"k%03d" % i, i % 5, b"v%d" % i) for i in range(200)]
+    conn.executemany("INSERT INTO object (bucket, key, partition, blob) VALUES (?, ?, ?, ?)", rows)
+    conn.execute("INSERT INTO hint VALUES (7, 'n2', 3, x'62', x'6b', x'76', 123)")
+    conn.commit()
+    conn.close()
+    with SqliteBackend(path) as backend:
+        assert all(backend.get(p, b, k) == v for b, k, p, v in rows)
+        assert backend.count() == 200 and backend.partitions() == set(range(5))
+        assert [k for _, k, _ in backend.iterate(2)] == [k for _, k, p, _ in sorted(rows) if p == 2]
+        assert backend.hint_counts() == {"n2": 1} and backend.hint_id_max() == 7
+        backend.write_batch([Put(1, b"b", b"k001", b"new")])  # an upsert on the new unique key
+        assert backend.get(1, b"b", b"k001") == b"new" and backend.count() == 200
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0] == SCHEMA_VERSION
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "object_partition" not in indexes
+    conn.close()
 
 
 def test_foreign_sqlite_database_is_refused(tmp_path):
@@ -87,10 +125,10 @@ def test_failed_transaction_rolls_back_whole_batch(tmp_path):
         with pytest.raises(StorageError, match="failed"):
             backend.write_batch([Put(0, b"b", b"kept", b"new"), Put(0, b"b", b"first", b"x"),
                                  Put(0, b"b", b"big", b"x" * 2000)])
-        assert backend.get(b"b", b"kept") == b"old"
-        assert backend.get(b"b", b"first") is None
+        assert backend.get(0, b"b", b"kept") == b"old"
+        assert backend.get(0, b"b", b"first") is None
         backend.write_batch([Put(0, b"b", b"after", b"y")])  # the connection is usable again
-        assert backend.get(b"b", b"after") == b"y"
+        assert backend.get(0, b"b", b"after") == b"y"
 
 
 def test_reads_from_threads_while_committing(tmp_path):
@@ -116,7 +154,7 @@ def test_reads_from_threads_while_committing(tmp_path):
             while not stop.is_set():
                 done = list(written)
                 for i in done[-5:]:
-                    assert backend.get(b"b", b"%04d" % i) == b"v%d" % i
+                    assert backend.get(i % 4, b"b", b"%04d" % i) == b"v%d" % i
                 seen = [k for p in range(4) for _, k, _ in backend.iterate(p, page_rows=4)]
                 assert len(seen) >= len(done)
         except Exception as exc:

@@ -34,16 +34,16 @@ def test_reads_through_a_small_cache_match_the_writes(tmp_path_factory, steps, c
                 backend.write_batch([Put(1, b"bk", key, blob)])
                 model[key] = blob
             elif kind == "delete":
-                backend.write_batch([Delete(b"bk", key)])
+                backend.write_batch([Delete(1, b"bk", key)])
                 model.pop(key, None)
             elif kind == "get":
-                assert backend.get(b"bk", key) == model.get(key)
+                assert backend.get(1, b"bk", key) == model.get(key)
             else:
                 backend.close()
                 backend = SqliteBackend(path, value_cache_bytes=cache_bytes)
             assert backend.values.bytes <= cache_bytes
         for key in KEYS:
-            assert backend.get(b"bk", key) == model.get(key)
+            assert backend.get(1, b"bk", key) == model.get(key)
     finally:
         backend.close()
 
@@ -52,36 +52,37 @@ def test_hits_skip_the_database_and_a_failed_batch_changes_nothing(tmp_path):
     backend = SqliteBackend(tmp_path / "s.sqlite3")
     try:
         backend.write_batch([Put(3, b"b", b"k", b"v1")])
-        assert backend.get(b"b", b"k") == b"v1" and backend.values.hits == 1  # cached by the write
-        assert backend.get(b"b", b"nope") is None and backend.values.misses == 1
-        assert backend.get(b"b", b"nope") is None and backend.values.hits == 2  # "not stored" is cached too
+        assert backend.get(3, b"b", b"k") == b"v1" and backend.values.hits == 1  # cached by the write
+        assert backend.get(3, b"b", b"nope") is None and backend.values.misses == 1
+        assert backend.get(3, b"b", b"nope") is None and backend.values.hits == 2  # "not stored" is cached too
         with pytest.raises(Exception):
             backend.write_batch([Put(3, b"b", b"k", b"v2"), Put(3, b"b", b"x", b"v")] + [object()])  # not bytes
-        assert backend.get(b"b", b"k") == b"v1"
+        assert backend.get(3, b"b", b"k") == b"v1"
     finally:
         backend.close()
 
 
 def test_a_fill_from_a_read_that_raced_a_write_is_dropped():
     cache = ValueCache(1 << 20)
-    value, generation = cache.lookup(b"b", b"k")  # a reader misses and goes to the database ...
+    k, j = (0, b"b", b"k"), (0, b"b", b"j")
+    value, generation = cache.lookup(k)  # a reader misses and goes to the database ...
     assert value is MISSING
-    cache.written([(b"b", b"k", b"new")])         # ... while a write commits and updates the cache
-    cache.filled(b"b", b"k", b"old", generation)  # the reader saw the old row: it must not win
-    assert cache.lookup(b"b", b"k")[0] == b"new"
-    value, generation = cache.lookup(b"b", b"j")
-    cache.filled(b"b", b"j", b"fresh", generation)  # no write in between: remembered
-    assert cache.lookup(b"b", b"j")[0] == b"fresh"
+    cache.written([(k, b"new")])         # ... while a write commits and updates the cache
+    cache.filled(k, b"old", generation)  # the reader saw the old row: it must not win
+    assert cache.lookup(k)[0] == b"new"
+    value, generation = cache.lookup(j)
+    cache.filled(j, b"fresh", generation)  # no write in between: remembered
+    assert cache.lookup(j)[0] == b"fresh"
 
 
 def test_least_recently_used_entries_leave_first_and_oversized_ones_never_enter():
     entry = ENTRY_OVERHEAD_BYTES + 2 + 10
     cache = ValueCache(3 * entry)
-    cache.written([(b"b", k, b"0123456789") for k in (b"1", b"2", b"3")])
-    cache.lookup(b"b", b"1")                      # 1 is now the most recently used
-    cache.written([(b"b", b"4", b"0123456789")])  # evicts 2, the least recently used
-    assert [cache.lookup(b"b", k)[0] is MISSING for k in (b"1", b"2", b"3", b"4")] == [False, True, False, False]
-    cache.written([(b"b", b"5", b"x" * 1000)])    # larger than the whole budget: not cached
-    assert cache.lookup(b"b", b"5")[0] is MISSING and cache.bytes <= 3 * entry
+    cache.written([((0, b"b", k), b"0123456789") for k in (b"1", b"2", b"3")])
+    cache.lookup((0, b"b", b"1"))                      # 1 is now the most recently used
+    cache.written([((0, b"b", b"4"), b"0123456789")])  # evicts 2, the least recently used
+    assert [cache.lookup((0, b"b", k))[0] is MISSING for k in (b"1", b"2", b"3", b"4")] == [False, True, False, False]
+    cache.written([((0, b"b", b"5"), b"x" * 1000)])    # larger than the whole budget: not cached
+    assert cache.lookup((0, b"b", b"5"))[0] is MISSING and cache.bytes <= 3 * entry
     with pytest.raises(ValueError):
         ValueCache(-1)
