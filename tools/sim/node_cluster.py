@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import hashlib
 import logging
 import os
@@ -93,6 +94,9 @@ class SimReply:
     @property
     def text(self) -> str:
         return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
 
     @property
     def vclock(self) -> str | None:

@@ -14,7 +14,6 @@ and `run(fn)` (trio.run under fail_after).
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 import urllib.parse
 from contextlib import asynccontextmanager
@@ -27,22 +26,9 @@ import trio
 from dynamo.config import Member, NodeConfig
 from dynamo.node import Node
 from dynamo.storage import MemoryBackend
+from tools.sim.node_cluster import SimReply as Reply  # the same reply shape as the simulator's client
 
 FAST = dict(gossip_interval_s=0.1, handoff_interval_s=0.1, request_timeout_s=3.0, partitions=64)
-
-
-@dataclasses.dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
 
 
 class Client:
