@@ -152,14 +152,19 @@ class Membership:
             self._nursery = nursery
             task_status.started()
             next_sync_s = 0.0
-            while True:
-                now = trio.current_time()
-                self._apply(self.gossiper.tick(now))
-                self._recompute_down()
-                if now >= next_sync_s:
-                    next_sync_s = now + self.config.gossip_interval_s
-                    self._sync_states()
-                await trio.sleep_until(max(self.gossiper.next_tick_at, now + 0.001))
+            try:
+                while True:
+                    now = trio.current_time()
+                    self._apply(self.gossiper.tick(now))
+                    self._recompute_down()
+                    if now >= next_sync_s:
+                        next_sync_s = now + self.config.gossip_interval_s
+                        self._sync_states()
+                    await trio.sleep_until(max(self.gossiper.next_tick_at, now + 0.001))
+            finally:
+                # Stopping: gossip arriving now (the RPC server may outlive us by a moment) sends nothing,
+                # rather than meet the nursery's "closed to new arrivals".
+                self._nursery = None
 
     async def handle_rpc(self, peer_id: str, body: Any) -> None:
         message = from_wire(body)
