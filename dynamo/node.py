@@ -46,6 +46,7 @@ from dynamo.rpc import PeerPool, RpcServer, UnknownType
 from dynamo.service.aae import build_aae
 from dynamo.service.claimant import COMMIT_TYPE, HELLO_TYPE, load_ring_file
 from dynamo.service.coordinator import Coordinator
+from dynamo.service.forgetting import Forgetting
 from dynamo.service.handoff import Handoff
 from dynamo.service.membership import GOSSIP_TYPE, Membership
 from dynamo.service.ownership import TRANSFER_TYPE, build_ownership
@@ -225,8 +226,8 @@ class Node:
                 self.log.warning("cannot mark the clean stop in node.json: %s", error)
 
     def retire_actor(self) -> str:
-        """Give the node a fresh actor, durably recorded before use (reaper.py: before a tombstone holding
-        dots of the current actor is forgotten)."""
+        """Give the node a fresh actor, durably recorded before use (forgetting.py: before a copy holding
+        dots of the current actor is dropped)."""
         self.coordinator.actor = self._renew_actor()
         return self.coordinator.actor
 
@@ -235,7 +236,6 @@ class Node:
         self.identity = renew_incarnation(self._identity_dir, self.config.node_id, self.identity,
                                           self._child_rng() if self._rng is not None else None)
         self.actor = f"{self.config.node_id}:{self.identity.incarnation}"
-        self.handoff.actor = self.actor  # it keeps the copies holding dots of the current actor
         return self.actor
 
     async def _run_committer(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
@@ -270,7 +270,8 @@ class Node:
                                        siblings_max=config.siblings_max, logger=self.log)
         self.coordinator.nursery = nursery
         self.coordinator.renew_actor = self._renew_actor
-        self.handoff = Handoff(config.node_id, self.actor, self.replica, self.hints, self.pool, self.membership,
+        self.forgetting = Forgetting(lambda: self.actor, self.retire_actor, self.log)
+        self.handoff = Handoff(config.node_id, self.forgetting, self.replica, self.hints, self.pool, self.membership,
                                self.registry, self.stats, interval_s=config.handoff_interval_s,
                                batch=config.handoff_batch, backoff_max_s=config.handoff_backoff_max_s,
                                timeout_s=config.request_timeout_s, logger=self.log)

@@ -399,7 +399,7 @@ def build_aae(node: Any, rng: random.Random) -> AntiEntropy:
     config = node.config
     trees = PartitionTrees(node.backend, config.partitions, config.aae_tree_segments, node.log)
     node.replica.on_stored = trees.on_stored
-    reaper = Reaper(node.replica, node.stats, lambda: node.coordinator.actor, node.retire_actor, node.log)
+    reaper = Reaper(node.replica, node.stats, node.forgetting, node.log)
     settings = AaeSettings(enabled=config.aae_enabled, interval_s=config.aae_interval_s,
                            concurrency_max=config.aae_concurrency_max, keys_per_s=config.aae_keys_per_s,
                            n_val=config.n_val, timeout_s=config.request_timeout_s, reap=config.tombstone_reap,

@@ -18,7 +18,7 @@ Theory of operation (Riak's get and put FSMs; the quorum rules are the pure obje
   the new dot on its own durable, latest copy. A primary target coordinates locally; otherwise the whole
   request is forwarded ("kv.coordinate", with the targets and the remaining deadline) to the first live
   primary, and only when none is reachable does a fallback coordinate. Fallbacks coordinate as rarely as
-  possible: a copy holding its own dots can never be dropped after handoff (see handoff.py).
+  possible: dropping their copy after handoff then costs the node its actor (see forgetting.py).
 - The rule behind a put: no dot may ever name two values. The coordinator mints the new dot (actor,
   n) from its local copy, n one past what that copy holds, so what must never happen is a replica holding
   (actor, n) while the coordinator's copy forgets it and a later write mints (actor, n) again. A put

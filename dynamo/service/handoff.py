@@ -9,10 +9,9 @@ Theory of operation
   meanwhile stays for the next batch). A failure doubles the target's backoff (capped); a success resets
   it. Delivering twice is harmless: merging is idempotent.
 - After a delivery, a key this node is not a primary for and holds no other hint for is deleted locally:
-  under the key's lock, only if the copy is still the one delivered. One more condition: the copy must not
-  hold a dot of this node's own actor. Such a copy is how this node remembers its counter for the key; were
-  it dropped, a later write coordinated here would mint (actor, n) again for a different value. Those
-  copies stay (they are few: fallbacks coordinate only when no primary is reachable).
+  under the key's lock, only if the copy is still the one delivered. A copy holding a dot of this node's
+  current actor (a fallback coordinates only when no primary is reachable) goes too, after the actor is
+  retired (forgetting.py): kept, it would be a stale copy no anti-entropy exchange looks at.
 """
 
 from __future__ import annotations
@@ -23,8 +22,8 @@ import math
 import trio
 
 from dynamo.bucket import BucketRegistry
-from dynamo.object import StoredObject
 from dynamo.rpc import PeerPool, RpcError
+from dynamo.service.forgetting import Forgetting
 from dynamo.service.membership import Membership
 from dynamo.service.replica import Replica
 from dynamo.stats import Stats
@@ -37,11 +36,11 @@ BATCHES_PER_ROUND_MAX = 16  # per target and round, so one big backlog does not 
 
 
 class Handoff:
-    def __init__(self, node_id: str, actor: str, replica: Replica, hints: HintStore, pool: PeerPool,
+    def __init__(self, node_id: str, forgetting: Forgetting, replica: Replica, hints: HintStore, pool: PeerPool,
                  membership: Membership, registry: BucketRegistry, stats: Stats, *, interval_s: float,
                  batch: int, backoff_max_s: float, timeout_s: float,
                  logger: logging.LoggerAdapter | None = None) -> None:
-        self.node_id, self.actor = node_id, actor
+        self.node_id, self.forgetting = node_id, forgetting
         self.replica, self.hints, self.pool = replica, hints, pool
         self.membership, self.registry, self.stats = membership, registry, stats
         self.interval_s, self.batch, self.backoff_max_s, self.timeout_s = interval_s, batch, backoff_max_s, timeout_s
@@ -101,11 +100,7 @@ class Handoff:
         partition = partition_for_key(bucket, key, self.membership.ring.partitions)
         if self.membership.is_primary(partition, self.registry.get(bucket).n_val):
             return
-        if await self.replica.drop_if(bucket, key, blob, self._holds_no_own_dot):
+        if await self.replica.drop_if(bucket, key, blob, self.forgetting.may_forget):
             self.stats.handoff_keys_dropped += 1
         else:
-            self.log.debug("kept %r/%r after handoff (changed, hinted again, or holding our own dots)",
-                           bucket, key)
-
-    def _holds_no_own_dot(self, obj: StoredObject) -> bool:
-        return all(entry.actor != self.actor for entry in obj.clock.entries)
+            self.log.debug("kept %r/%r after handoff (changed or hinted again)", bucket, key)

@@ -20,8 +20,8 @@ Theory of operation
   after a backoff that doubles up to `backoff_max_s`.
 - Cleanup: `cleanup_delay_s` after a change settled here (time for every node to route by the new ring),
   the copies of partitions this node no longer replicates (under any n_val in use) are dropped, a page at
-  a time, each only if unchanged, not hinted and free of this node's own dots (Replica.drop_if, the rule
-  of handoff.py: such a copy is how the node remembers its counter for the key). A new change stops it.
+  a time, each only if unchanged and not hinted (Replica.drop_if); one holding dots of the node's current
+  actor only after that actor is retired (forgetting.py). A new change stops it.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ import trio
 
 from dynamo.rpc import PeerPool, RpcError
 from dynamo.service.claimant import Claimant
+from dynamo.service.forgetting import Forgetting
 from dynamo.service.membership import Membership
 from dynamo.service.replica import BUCKET_BYTES_MAX, KEY_BYTES_MAX, Replica
-from dynamo.object import StoredObject
 from dynamo.storage import Backend, StorageError
 from ring.change import Move
 from ring.preflist import replicas_of_partition
@@ -87,9 +87,10 @@ class TransferSettings:
 
 class Ownership:
     def __init__(self, node_id: str, membership: Membership, claimant: Claimant, replica: Replica, pool: PeerPool,
-                 backend: Backend, settings: TransferSettings, state_dir: str | None,
+                 backend: Backend, settings: TransferSettings, state_dir: str | None, forgetting: Forgetting,
                  logger: logging.LoggerAdapter | None = None) -> None:
         self.node_id, self.membership, self.claimant = node_id, membership, claimant
+        self.forgetting = forgetting  # how cleanup drops copies holding this node's dots
         self.replica, self.pool, self.backend, self.settings = replica, pool, backend, settings
         self.state_dir = state_dir
         self.log = logger or logging.LoggerAdapter(log, {})
@@ -100,7 +101,6 @@ class Ownership:
         self.keys_received = self.bytes_received = self.batches_received = 0
         self._loaded = _load(state_dir)
         self._nursery: trio.Nursery | None = None
-        self.actor: Callable[[], str] = lambda: ""  # the node's current actor (cleanup keeps its dots)
         self.n_vals: Callable[[], set[int]] = lambda: {3}
         self._cleaned_version = membership.ring.version  # start-up: a change that settled before is done
         self._settled_at_s: float | None = None
@@ -249,7 +249,7 @@ class Ownership:
                 while self.membership.transition is None and self.membership.ring.version == version:
                     page = self.backend.scan(partition, after, self.settings.batch_keys)
                     for bucket, key, blob in page:
-                        if await self.replica.drop_if(bucket, key, blob, self._holds_no_own_dot):
+                        if await self.replica.drop_if(bucket, key, blob, self.forgetting.may_forget):
                             self.keys_dropped += 1
                     if len(page) < self.settings.batch_keys:
                         break
@@ -262,10 +262,6 @@ class Ownership:
             self.log.warning("cleanup after ring v%d stopped: %s", version, error)
         finally:
             self._cleaning = False
-
-    def _holds_no_own_dot(self, obj: StoredObject) -> bool:
-        actor = self.actor()
-        return bool(actor) and all(entry.actor != actor for entry in obj.clock.entries)
 
     # ---- the target's side --------------------------------------------------------------------------
 
@@ -376,7 +372,6 @@ def build_ownership(node: Any, state_dir: str | None) -> tuple[Claimant, Ownersh
                                 backoff_max_s=config.handoff_backoff_max_s,
                                 cleanup_delay_s=10 * config.gossip_interval_s)
     ownership = Ownership(config.node_id, node.membership, claimant, node.replica, node.pool, node.backend,
-                          settings, state_dir, logger=node.log)
-    ownership.actor = lambda: node.actor
+                          settings, state_dir, node.forgetting, logger=node.log)
     ownership.n_vals = n_vals
     return claimant, ownership

@@ -33,21 +33,23 @@ mixed state is safe throughout: an absent copy holds nothing to resurrect.
 Dots after a reap. A node that dropped a key forgets its own counter for it; a later write coordinated
 there would mint (actor, 1) again, which a copy of the tombstone still held elsewhere (its clock saw
 (actor, n)) would silently swallow. So before dropping a tombstone that holds an entry of the node's
-current actor, the node retires that actor (`retire_actor`: a new incarnation, written durably first); the
+current actor, the node retires that actor (forgetting.py: a new incarnation, written durably first); the
 next write mints with a fresh actor no clock has seen. That happens at most once per reap batch.
 
-Not covered: copies on nodes that are no primary of the key (a fallback's copy of its own coordinated
-write, kept by handoff; data left on an old owner after a ring change) are not exchanged; one of them
-answering a read as a fallback later could still read-repair an old value back.
+Copies on nodes that are no primary of the key are not exchanged, so they must not linger: a fallback
+drops its copy once the hint is delivered, an old owner once a ring change settled, each also when the copy
+holds its own dots (forgetting.py). Until then (a hint not yet delivered, a cleanup not yet run) such a
+copy, answering a read as a fallback, could still read-repair an old value back.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from dynamo.object import StoredObject, object_digest
+from dynamo.service.forgetting import Forgetting
 from dynamo.service.replica import OBJECTS, Replica
 
 log = logging.getLogger("dynamo.reaper")
@@ -97,10 +99,9 @@ class ReapLedger:
 class Reaper:
     """Drops agreed tombstones on this node (`drop`), and answers "aae.reap" from deciders."""
 
-    def __init__(self, replica: Replica, stats: Any, actor: Callable[[], str], retire_actor: Callable[[], Any],
+    def __init__(self, replica: Replica, stats: Any, forgetting: Forgetting,
                  logger: logging.LoggerAdapter | None = None) -> None:
-        self.replica, self.stats = replica, stats
-        self.actor, self.retire_actor = actor, retire_actor
+        self.replica, self.stats, self.forgetting = replica, stats, forgetting
         self.log = logger or logging.LoggerAdapter(log, {})
 
     async def drop(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
@@ -114,16 +115,16 @@ class Reaper:
             obj = OBJECTS.decode(blob)
             if obj.is_tombstone and object_digest(bucket, key, obj) == digest:
                 candidates[i] = (blob, obj)
-        actor = self.actor()
-        if any(entry.actor == actor for _, obj in candidates.values() for entry in obj.clock.entries):
-            self.retire_actor()  # durably, before any key it wrote is forgotten (see the module docstring)
-            self.log.info("retired actor %s before reaping tombstones that hold its dots", actor)
         dropped = [False] * len(items)
         for i, (blob, _) in candidates.items():
             bucket, key, _ = items[i]
-            dropped[i] = await self.replica.drop_if(bucket, key, blob, _is_tombstone)
+            dropped[i] = await self.replica.drop_if(bucket, key, blob, self._may_reap)
         self.stats.aae_tombstones_reaped += sum(dropped)
         return dropped
+
+    def _may_reap(self, obj: StoredObject) -> bool:
+        """Still a tombstone (checked under the key's lock), and safe to forget (forgetting.py)."""
+        return obj.is_tombstone and self.forgetting.may_forget(obj)
 
     async def rpc_reap(self, peer_id: str, body: Any) -> list[bool]:
         partition, raw = body
@@ -137,5 +138,3 @@ class Reaper:
         return await self.drop(items)
 
 
-def _is_tombstone(obj: StoredObject) -> bool:
-    return obj.is_tombstone

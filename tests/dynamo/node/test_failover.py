@@ -103,8 +103,9 @@ def test_unreachable_replicas_fail_the_quorum_with_riaks_message(local_cluster, 
     trio_run(main)
 
 
-def test_a_fallback_that_coordinated_keeps_its_copy_after_handoff(local_cluster, trio_run):
-    """Dropping a copy that holds the node's own dots would let it mint one of them again later."""
+def test_a_fallback_that_coordinated_retires_its_actor_and_drops_its_copy_after_handoff(local_cluster, trio_run):
+    """A fallback's copy is not exchanged by anti-entropy, so it must not linger; but dropping a copy that
+    holds the node's own dots would let it mint one of them again, so the node retires its actor first."""
     async def main():
         async with local_cluster(5) as cluster:
             primaries = cluster.primaries("fb", "k")
@@ -114,13 +115,29 @@ def test_a_fallback_that_coordinated_keeps_its_copy_after_handoff(local_cluster,
             for node_id in primaries:
                 await cluster.wait_down(node_id)
             coordinator = fallbacks[0]
+            old_actor = cluster.node(coordinator).actor
             reply = await cluster.client(coordinator).put("fb", "k", b"v", w=2)
             assert reply.status == 204 and reply.headers["x-dynamo-replicas"] == "primary=0 fallback=2 hints=2"
             for node_id in primaries:
                 await cluster.start(node_id)
             await cluster.wait_until(lambda: _no_hints(cluster), timeout_s=15)
-            await cluster.wait_until(lambda: cluster.node(fallbacks[1]).replica.read(b"fb", b"k") is None)
-            assert cluster.node(coordinator).replica.read(b"fb", b"k") is not None
+            await cluster.wait_until(lambda: all(cluster.node(f).replica.read(b"fb", b"k") is None
+                                                 for f in fallbacks[:2]))
+            node = cluster.node(coordinator)
+            assert node.actor != old_actor and node.coordinator.actor == node.actor  # retired before the drop
+            assert node.forgetting.retirements == 1 and cluster.node(fallbacks[1]).forgetting.retirements == 0
             got = await cluster.client(primaries[0]).get("fb", "k", r=2, pr=2)
             assert got.status == 200 and got.body == b"v", got
-    trio_run(main, timeout_s=60)
+            # A blind write coordinated there again mints a dot of the new actor, not (old actor, 1) a second
+            # time: once the primaries have both, they are siblings, neither value lost.
+            for node_id in primaries:
+                await cluster.stop(node_id)
+            for node_id in primaries:
+                await cluster.wait_down(node_id)
+            assert (await cluster.client(coordinator).put("fb", "k", b"v2", w=2)).status == 204
+            for node_id in primaries:
+                await cluster.start(node_id)
+            await cluster.wait_until(lambda: _no_hints(cluster), timeout_s=15)
+            both = await cluster.client(primaries[0]).get("fb", "k", r=3, pr=3)
+            assert both.status == 300 and sorted(both.values()) == [b"v", b"v2"], both
+    trio_run(main, timeout_s=90)
