@@ -9,8 +9,9 @@ Theory of operation
   moves yet. `plan` shows the next ring those changes make (ring/change.py) and what would move.
 - `commit` (any node) goes to the claimant (ring/change.claimant: smallest valid, alive member) as the
   RPC "ring.commit" with the joins and leaves the asker sees staged (the claimant waits a few gossip
-  rounds to see them too, so `leave` then `commit` on the same node works at once); the claimant gossip-removes the force-removed nodes, computes the Transition and
-  publishes it under the application state "transition". One writer: two commits cannot fork the ring.
+  rounds to see them too, so `leave` then `commit` on the same node works at once); the claimant
+  gossip-removes the force-removed nodes, computes the Transition and publishes it under the
+  application state "transition". One writer: two commits cannot fork the ring.
   A commit while a transition runs is refused (TransitionBusy).
 - `sync` runs once a gossip round on every node (a Membership watcher) and is the only place the routing
   state changes: the committed ring is the best (version, digest) of ours, the gossiped rings and the

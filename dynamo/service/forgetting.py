@@ -21,7 +21,8 @@ from dynamo.object import StoredObject
 
 
 class Forgetting:
-    def __init__(self, actor: Callable[[], str], retire_actor: Callable[[], Any], log: logging.LoggerAdapter) -> None:
+    def __init__(self, actor: Callable[[], str], retire_actor: Callable[[], Any],
+                 log: logging.LoggerAdapter) -> None:
         self.actor, self.retire_actor, self.log = actor, retire_actor, log
         self.retirements = 0
 

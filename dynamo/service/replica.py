@@ -237,7 +237,8 @@ class Replica:
             if self.on_stored is not None:
                 for bucket, key in names:
                     if result[(bucket, key)] != current[(bucket, key)]:
-                        self.on_stored(partitions[(bucket, key)], bucket, key, OBJECTS.decode(result[(bucket, key)]))
+                        name = (bucket, key)
+                        self.on_stored(partitions[name], bucket, key, OBJECTS.decode(result[name]))
         finally:
             for name in held:
                 self.locks.release(name)

@@ -4,9 +4,10 @@ Theory of operation: a backend is a durable map (partition, bucket, key) → blo
 bytes (an object encoded by dynamo/object.py), plus a durable queue of hints. The partition is the key's
 ring partition, a function of (bucket, key) that callers compute (ring.hashing.partition_for_key) and pass
 to every get, put and delete of the key: keying by it lets a whole partition be walked in (bucket, key)
-order for handoff and anti-entropy with no second index to keep up on every write. Every change goes through `write_batch(ops)`: the ops of one call are applied in order, as
-one atomic transaction, and are durable when the call returns. That single entry point is what lets the
-group committer (commit.py) cover many concurrent writers with one fsync.
+order for handoff and anti-entropy with no second index to keep up on every write. Every change goes
+through `write_batch(ops)`: the ops of one call are applied in order, as one atomic transaction, and are
+durable when the call returns. That single entry point is what lets the group committer (commit.py) cover
+many concurrent writers with one fsync.
 
 Rules every backend keeps (the shared tests in tests/dynamo/storage check them against each one):
 - Buckets, keys and blobs are `bytes`; any bytes, including empty ones and NULs. Validation of what a
@@ -91,7 +92,7 @@ class Put:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Delete:
-    """Remove (bucket, key) of `partition` for good. Not a user delete: those are tombstones written with Put."""
+    """Remove (bucket, key) of `partition` for good. Not a user delete: a tombstone is written with Put."""
 
     partition: int
     bucket: bytes
