@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from dynamo.admin import OPENER, AdminError, fetch_json
+from dynamo.service.claimant import left_at, load_ring_file
 
 HOST = "127.0.0.1"
 CLUSTER_FILE = "cluster.toml"
@@ -338,6 +339,7 @@ class Supervisor:
         self._node_command = list(node_command or (sys.executable, "-m", "dynamo.cli", "node"))
         self.processes: dict[str, subprocess.Popen] = {}
         self._reported: set[str] = set()
+        self.left: dict[str, int] = {}  # nodes whose leave completed (ring version): never started again
 
     def start(self, node_id: str) -> subprocess.Popen:
         """Start one node (its config must be written); output appends to its node.log."""
@@ -355,8 +357,18 @@ class Supervisor:
         return process
 
     def start_all(self) -> None:
+        """Start every node but those that left the cluster (a node refuses to start on such data)."""
         for node in self.spec.nodes:
-            self.start(node.node_id)
+            version = left_at(load_ring_file(str(node.data_dir)), node.node_id)
+            if version is not None:
+                self.left[node.node_id] = version
+            else:
+                self.start(node.node_id)
+        if not self.processes:
+            raise ClusterError("every node of this cluster has left it; nothing to start")
+
+    def started(self) -> list[NodeSpec]:
+        return [node for node in self.spec.nodes if node.node_id in self.processes]
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S, node_ids: Iterable[str] | None = None,
                    should_stop: Callable[[], bool] = lambda: False) -> bool:
@@ -364,7 +376,7 @@ class Supervisor:
 
         Raises ClusterError if a node exits or the deadline passes, naming the node and its log.
         """
-        waiting = list(node_ids if node_ids is not None else (n.node_id for n in self.spec.nodes))
+        waiting = list(node_ids if node_ids is not None else (n.node_id for n in self.started()))
         deadline = time.monotonic() + timeout_s
         while waiting:
             if should_stop():
@@ -387,9 +399,9 @@ class Supervisor:
 
     def not_converged(self) -> list[str]:
         """Which node does not yet see which member up, by each node's /admin/members; [] when all do."""
-        ids = {node.node_id for node in self.spec.nodes}
+        ids = {node.node_id for node in self.started()}
         missing = []
-        for node in self.spec.nodes:
+        for node in self.started():
             try:
                 report = fetch_json(node.http_url, "/admin/members", timeout_s=2.0)
                 up = {m.get("node") for m in report["members"] if m.get("status") == "up"}
@@ -499,13 +511,16 @@ def cluster_up(spec: ClusterSpec, *, ready_timeout_s: float = READY_TIMEOUT_S, g
 
 
 def _print_ready(spec: ClusterSpec, supervisor: Supervisor, out) -> None:
-    first = spec.nodes[0]
-    lines = [f"cluster {spec.name!r}: {len(spec.nodes)} nodes, {spec.partitions} partitions, "
+    started = supervisor.started()
+    first = started[0]
+    lines = [f"cluster {spec.name!r}: {len(started)} nodes, {spec.partitions} partitions, "
              f"data in {spec.data_dir}"]
-    for node in spec.nodes:
+    for node in started:
         pid = supervisor.processes[node.node_id].pid
         lines.append(f"  {node.node_id:<8} {node.http_url:<24} rpc {node.rpc_address:<18} pid {pid:<8} "
                      f"log {node.log_path}")
+    for node_id, version in sorted(supervisor.left.items()):
+        lines.append(f"  {node_id:<8} left the cluster at ring v{version}: not started")
     lines += [f"ring page:  {first.http_url}/ui/ring   (JSON: {first.http_url}/admin/ring)",
               f"try:        curl -X PUT -H 'Content-Type: text/plain' -d hello "
               f"{first.http_url}/buckets/test/keys/hello",

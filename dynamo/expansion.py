@@ -55,7 +55,8 @@ def start_added(supervisor: Supervisor, err: Any = None) -> list[str]:
         spec = plan_cluster(supervisor.spec.data_dir, http_port=first.http_port, rpc_port=first.rpc_port)
     except ClusterError:
         return []
-    new = [node.node_id for node in spec.nodes if node.node_id not in supervisor.processes]
+    new = [node.node_id for node in spec.nodes
+           if node.node_id not in supervisor.processes and node.node_id not in supervisor.left]
     if not new:
         return []
     supervisor.spec = spec

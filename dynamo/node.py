@@ -44,7 +44,7 @@ from dynamo.durable_file import write_durably
 from dynamo.http.server import HttpServer, Limits
 from dynamo.rpc import PeerPool, RpcServer, UnknownType
 from dynamo.service.aae import build_aae
-from dynamo.service.claimant import COMMIT_TYPE, HELLO_TYPE, load_ring_file
+from dynamo.service.claimant import COMMIT_TYPE, HELLO_TYPE, left_at, load_ring_file
 from dynamo.service.coordinator import Coordinator
 from dynamo.service.forgetting import Forgetting
 from dynamo.service.handoff import Handoff
@@ -246,6 +246,12 @@ class Node:
     async def _start(self, nursery: trio.Nursery, rpc_listeners: Sequence[Any] | None,
                      http_listeners: Sequence[Any] | None) -> None:
         config = self.config
+        saved_ring = load_ring_file(self._identity_dir)
+        version = left_at(saved_ring, config.node_id)
+        if version is not None:
+            raise ConfigError(f"{config.node_id} left the cluster at ring v{version} (its data was handed off); "
+                              f"to use it again, remove {config.data_dir} and join it anew "
+                              "(`dynamo admin join`)")
         if rpc_listeners is None and self._transport is None:
             rpc_listeners = await trio.open_tcp_listeners(config.rpc_port, host=config.rpc_host)
         if http_listeners is None and self._serve_http:
@@ -263,8 +269,7 @@ class Node:
                                self.wall_clock_ns)
         self.membership = Membership(config, self.pool, self.registry, generation=self.identity.generation,
                                      joined_generation=self.identity.joined, rng=self._child_rng(),
-                                     hints_pending=self.hints.count, logger=self.log,
-                                     saved_ring=load_ring_file(self._identity_dir))
+                                     hints_pending=self.hints.count, logger=self.log, saved_ring=saved_ring)
         self.coordinator = Coordinator(config.node_id, self.actor, self.replica, self.membership, self.pool,
                                        self.stats, siblings_warn=config.siblings_warn,
                                        siblings_max=config.siblings_max, logger=self.log)

@@ -80,7 +80,7 @@ def load_ring_file(state_dir: str | None) -> SavedRing | None:
         raw = json.loads(path.read_text())
         transition = Transition.from_dict(raw["transition"]) if raw["transition"] is not None else None
         status = Status(raw["status"])
-        if status not in (Status.JOINING, Status.VALID, Status.LEAVING):
+        if status not in (Status.JOINING, Status.VALID, Status.LEAVING, Status.EXITING):
             status = Status.VALID
         return SavedRing(Ring.from_dict(raw["ring"]), transition, dict(raw["rpc"]), status)
     except FileNotFoundError:
@@ -88,6 +88,16 @@ def load_ring_file(state_dir: str | None) -> SavedRing | None:
     except (OSError, ValueError, KeyError, TypeError) as error:
         log.warning("ignoring %s: %s", path, error)
         return None
+
+
+def left_at(saved: SavedRing | None, node_id: str) -> int | None:
+    """The ring version at which `node_id` left the cluster (its leave completed: every partition handed
+    off and the ring no longer names it), or None. Such a node must not start again on that data."""
+    if saved is None or saved.status not in (Status.LEAVING, Status.EXITING) or node_id in saved.ring.members:
+        return None
+    if saved.transition is not None and node_id in saved.transition.nodes:
+        return None  # still handing off: a restart resumes the leave
+    return saved.ring.version
 
 
 def save_ring_file(state_dir: str | None, saved: SavedRing) -> None:

@@ -93,3 +93,17 @@ def test_a_node_still_joining_is_told_to_wait_before_it_can_leave():
     membership.transition = None  # never joined at all
     with pytest.raises(ChangeError, match="n6 is not a member of the ring"):
         claimant.leave()
+
+
+def test_a_node_has_left_once_its_leave_completed_and_not_before():
+    from dynamo.service.claimant import SavedRing, left_at
+    from gossip.membership import Status
+
+    ring = Ring.initial(["n1", "n2", "n3", "n4"], partitions=64)
+    leaving = Transition.plan(ring, next_ring(ring, leaves=["n4"]), {3})
+    assert left_at(SavedRing(ring, None, {}, Status.LEAVING), "n4") is None        # staged, not committed
+    assert left_at(SavedRing(ring, leaving, {}, Status.LEAVING), "n4") is None     # handing off
+    assert left_at(SavedRing(leaving.next, None, {}, Status.LEAVING), "n4") == 2   # done: it left
+    assert left_at(SavedRing(leaving.next, None, {}, Status.EXITING), "n4") == 2   # and said so by gossip
+    assert left_at(SavedRing(leaving.next, None, {}, Status.VALID), "n1") is None
+    assert left_at(None, "n4") is None

@@ -24,6 +24,7 @@ from hypothesis import given, strategies as st
 
 from dynamo import admin, cli, cluster
 from dynamo.config import load_config
+from ring.state import Ring
 
 FAKE_NODE = textwrap.dedent("""
     import http.server, json, os, signal, socket, sys, threading, time, tomllib
@@ -294,6 +295,29 @@ def test_cluster_up_starts_prints_and_stops_cleanly_on_sigterm(tmp_path):
     assert not any(pid_alive(pid) for pid in pids)
     for i in range(1, 4):
         assert "stopping on signal 15" in (tmp_path / "data" / f"node{i}" / "node.log").read_text()
+
+
+def test_cluster_up_does_not_start_a_node_that_left_the_cluster(tmp_path):
+    """A node whose leave completed (its ring.json: status leaving, the ring without it) stays stopped."""
+    base = free_port_base(6)
+    spec = cluster.plan_cluster(tmp_path / "data", 3, http_port=base, rpc_port=base + 3)
+    settled = Ring.initial(["node1", "node2"], partitions=spec.partitions).to_dict() | {"version": 4}
+    spec.node("node3").data_dir.mkdir(parents=True, exist_ok=True)
+    (spec.node("node3").data_dir / "ring.json").write_text(json.dumps(
+        {"ring": settled, "status": "leaving", "rpc": {}, "transition": None}))
+    child = run_cluster_up(tmp_path, 3, base)
+    try:
+        ready, lines = read_until(child.stdout, "ready:")
+        assert ready, "".join(lines) + child.stderr.read() if child.poll() is not None else "".join(lines)
+        text = "".join(lines)
+        assert "node3    left the cluster at ring v4: not started" in text
+        assert len(pids_in(lines)) == 2 and f"http://127.0.0.1:{base + 2}" not in text
+        assert not cluster.ping(f"http://127.0.0.1:{base + 2}")
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(30) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
 
 
 def test_ctrl_c_while_starting_stops_the_nodes_already_started(tmp_path):

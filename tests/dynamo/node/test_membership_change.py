@@ -190,6 +190,13 @@ def test_leave_hands_off_and_stops(local_cluster, trio_run):
             assert ring.members == ("n1", "n2", "n3")
             check_placement(cluster, keys)
             assert cluster.node("n4").claimant.left
+            # Its data dir says so: it refuses to start again on it (a wipe and a join bring it back).
+            refused = None
+            try:
+                await cluster.start("n4")
+            except BaseException as error:  # ConfigError, perhaps wrapped in trio's ExceptionGroup
+                refused = error
+            assert "n4 left the cluster at ring v2" in repr(refused), repr(refused)
     trio_run(main, 60)
 
 
