@@ -183,7 +183,7 @@ th, td { text-align: left; padding: 4px 6px; border-bottom: 1px solid var(--line
 dl { display: grid; grid-template-columns: max-content 1fr; gap: 4px 12px; margin: 0; }
 dt { color: var(--muted); } dd { margin: 0; }
 .status-up { color: var(--ok); font-weight: 600; } .status-down { color: var(--bad); font-weight: 700; }
-.status-unknown { color: var(--muted); }
+.status-unknown, .status-left { color: var(--muted); }
 #status.stale, .error { color: var(--bad); } .note, footer { color: var(--muted); font-size: 0.9em; }
 form { display: flex; flex-wrap: wrap; gap: 8px; align-items: end; }
 label { display: flex; flex-direction: column; font-size: 0.9em; }

@@ -238,11 +238,15 @@ class Membership:
     # ---- what the admin routes show -----------------------------------------------------------------
 
     def member_status(self, node: str) -> str:
+        """"up", "down", "left" (its leave completed: not alive and exiting, which is no failure) or
+        "unknown" (not in our gossip view)."""
         if node == self.node_id:
             return "up"
         if self.gossiper.view.get(node) is None:
             return "unknown"
-        return "up" if self.gossiper.is_alive(node) else "down"
+        if self.gossiper.is_alive(node):
+            return "up"
+        return "left" if self.gossiper.status(node) is Status.EXITING else "down"
 
     def members_report(self) -> list[dict[str, Any]]:
         configured = {m.node_id: m for m in self.config.members}

@@ -190,6 +190,10 @@ def test_leave_hands_off_and_stops(local_cluster, trio_run):
             assert ring.members == ("n1", "n2", "n3")
             check_placement(cluster, keys)
             assert cluster.node("n4").claimant.left
+            # The others show it as left, not as a failure.
+            await cluster.wait_until(lambda: cluster.node("n1").membership.member_status("n4") == "left", 10)
+            ring_report = (await cluster.client("n1").request("GET", "/admin/ring")).json()
+            assert ring_report["nodes"]["n4"]["status"] == "left" and ring_report["nodes"]["n4"]["partitions"] == 0
             # Its data dir says so: it refuses to start again on it (a wipe and a join bring it back).
             refused = None
             try:
