@@ -47,13 +47,28 @@ def node_url(text: str) -> str:
     return f"{parsed.scheme}://{parsed.netloc}{parsed.path.rstrip('/')}"
 
 
-def fetch_json(base_url: str, path: str, timeout_s: float = TIMEOUT_S) -> Any:
-    """GET base_url + path and decode its JSON body; AdminError on any failure."""
+def fetch_json(base_url: str, path: str, timeout_s: float = TIMEOUT_S, *, missing_ok: bool = False) -> Any:
+    """GET base_url + path and decode its JSON body; AdminError on any failure. With `missing_ok`, a 404
+    (a route an older node does not have) gives None instead."""
+    return _request_json(base_url, path, None, timeout_s, missing_ok)
+
+
+def post_json(base_url: str, path: str, body: Any = None, timeout_s: float = TIMEOUT_S) -> Any:
+    """POST a JSON body (or none) and decode the JSON answer; AdminError on any failure."""
+    data = json.dumps(body).encode() if body is not None else b""
+    request = urllib.request.Request(base_url + path, data=data, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    return _request_json(base_url, path, request, timeout_s, False)
+
+
+def _request_json(base_url: str, path: str, request: Any, timeout_s: float, missing_ok: bool) -> Any:
     url = base_url + path
     try:
-        with OPENER.open(url, timeout=timeout_s) as response:
+        with OPENER.open(request or url, timeout=timeout_s) as response:
             body = response.read()
     except urllib.error.HTTPError as error:
+        if missing_ok and error.code == 404:
+            return None
         detail = error.read(200).decode("utf-8", "replace").strip().splitlines()
         reason = detail[0] if detail else error.reason
         raise AdminError(f"{url} answered {error.code}: {reason}") from None

@@ -10,35 +10,12 @@ running, ...) comes back as an AdminError with its reason.
 
 from __future__ import annotations
 
-import json
-import socket
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
-from dynamo.admin import OPENER, TIMEOUT_S, AdminError, fetch_json, format_table, node_url
+from dynamo.admin import TIMEOUT_S, AdminError, fetch_json, format_table, node_url, post_json
 
 CHANGE_COMMANDS = ("join", "leave", "force-remove", "plan", "commit", "transfers")
-
-
-def post_json(base_url: str, path: str, body: Any = None, timeout_s: float = TIMEOUT_S) -> Any:
-    """POST a JSON body (or none) and decode the JSON answer; AdminError on any failure."""
-    url = base_url + path
-    data = json.dumps(body).encode() if body is not None else b""
-    request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})
-    try:
-        with OPENER.open(request, timeout=timeout_s) as response:
-            raw = response.read()
-    except urllib.error.HTTPError as error:
-        detail = error.read(300).decode("utf-8", "replace").strip().splitlines()
-        raise AdminError(f"{url} answered {error.code}: {detail[0] if detail else error.reason}") from None
-    except (urllib.error.URLError, OSError, socket.timeout) as error:
-        raise AdminError(f"cannot reach the node at {base_url}: {getattr(error, 'reason', error)}") from None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise AdminError(f"{url} did not return JSON") from None
 
 
 def seed_identity(seed: str, timeout_s: float = TIMEOUT_S) -> tuple[str, str]:

@@ -21,8 +21,8 @@ import time
 import tomllib
 from typing import Any
 
-from dynamo.admin import AdminError, fetch_json
-from dynamo.change_admin import post_json, render_plan, seed_identity
+from dynamo.admin import AdminError, fetch_json, post_json
+from dynamo.change_admin import render_plan, seed_identity
 from dynamo.cluster import (CLUSTER_FILE, POLL_INTERVAL_S, READY_TIMEOUT_S, ClusterError, ClusterSpec, DataDirLock,
                             Supervisor, dump_toml, plan_cluster, write_configs)
 

@@ -20,12 +20,11 @@ import argparse
 import datetime
 import json
 import sys
-import urllib.error
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dynamo.admin import OPENER, TIMEOUT_S, AdminError, fetch_json, format_table, node_url
+from dynamo.admin import AdminError, fetch_json, format_table, node_url
 from dynamo.ui import node_letter, preflist_report, ring_page, ring_summary
 from ring import PARTITIONS_DEFAULT, Ring, partition_for_key, preference_list
 
@@ -39,29 +38,11 @@ class VizError(ValueError):
 
 # ---- sources --------------------------------------------------------------------------------------
 
-def fetch_optional(base_url: str, path: str) -> Any:
-    """GET a JSON route that a node may not have: None on 404, AdminError on any other failure."""
-    url = base_url + path
-    try:
-        with OPENER.open(url, timeout=TIMEOUT_S) as response:
-            body = response.read()
-    except urllib.error.HTTPError as error:
-        if error.code == 404:
-            return None
-        raise AdminError(f"{url} answered {error.code}") from None
-    except OSError as error:
-        raise AdminError(f"cannot reach {url}: {error}") from None
-    try:
-        return json.loads(body)
-    except ValueError:
-        raise AdminError(f"{url} did not return JSON") from None
-
-
 def from_node(base_url: str, key: tuple[str, str] | None) -> dict[str, Any]:
     """The documents of a running node."""
     documents = {"source": base_url, "ring": fetch_json(base_url, "/admin/ring"),
                  "members": fetch_json(base_url, "/admin/members"),
-                 "transfers": fetch_optional(base_url, "/admin/transfers"), "lookup": None}
+                 "transfers": fetch_json(base_url, "/admin/transfers", missing_ok=True), "lookup": None}
     if key is not None:
         query = urllib.parse.urlencode({"bucket": key[0], "key": key[1]})
         documents["lookup"] = fetch_json(base_url, f"/admin/preflist?{query}")
