@@ -45,6 +45,7 @@ from typing import Any, Callable
 import trio
 
 from dynamo.rpc import frame
+from dynamo.rpc.backoff import DialBackoff
 from dynamo.rpc.frame import FrameDecoder, FrameError, encode_frame
 from dynamo.rpc.handshake import HandshakeError, Role
 from dynamo.rpc.transport import (HANDSHAKE_FRAME_BYTES_MAX, SIZE_BYTES_MAX, Link, RpcError, RpcRemoteError,
@@ -157,9 +158,7 @@ class _Peer:
     address: tuple[str, int]
     link: _ClientLink | None = None
     dialling: trio.Event | None = None
-    failures: int = 0
-    retry_at_s: float = -math.inf
-    last_error: str = ""
+    backoff: DialBackoff = dataclasses.field(default_factory=DialBackoff)
 
 
 class PeerPool:
@@ -227,7 +226,8 @@ class PeerPool:
         if peer is None:
             self._peers[peer_id] = _Peer(peer_id, (host, port))
         elif peer.address != (host, port):
-            peer.address, peer.failures, peer.retry_at_s = (host, port), 0, -math.inf
+            peer.address = (host, port)
+            peer.backoff.reset()
             if peer.link is not None:
                 peer.link.close()
 
@@ -237,7 +237,7 @@ class PeerPool:
         away requests it could serve."""
         peer = self._peers.get(peer_id)
         if peer is not None:
-            peer.failures, peer.retry_at_s = 0, -math.inf
+            peer.backoff.reset()
 
     def remove(self, peer_id: str) -> None:
         peer = self._peers.pop(peer_id, None)
@@ -340,10 +340,7 @@ class PeerPool:
         return peer
 
     def _check_backoff(self, peer: _Peer) -> None:
-        now_s = trio.current_time()
-        if now_s < peer.retry_at_s:
-            raise RpcUnavailable(f"{peer.peer_id} unreachable ({peer.last_error}); "
-                                 f"backing off for {peer.retry_at_s - now_s:.2f}s")
+        peer.backoff.check(peer.peer_id, trio.current_time())
 
     async def _link(self, peer_id: str) -> _ClientLink:
         if self._nursery is None:
@@ -358,7 +355,7 @@ class PeerPool:
         await peer.dialling.wait()
         if peer.link is not None and peer.link.is_open:
             return peer.link
-        raise RpcUnavailable(f"{peer_id} unreachable: {peer.last_error}")
+        raise RpcUnavailable(f"{peer_id} unreachable: {peer.backoff.last_error}")
 
     async def _dial(self, peer: _Peer) -> None:
         stream = None
@@ -374,7 +371,7 @@ class PeerPool:
             decoder.size_bytes_max = self.size_bytes_max
             peer.link = _ClientLink(stream, decoder, peer.peer_id, self.size_bytes_max)
             stream = None  # the link owns it now
-            peer.failures, peer.retry_at_s = 0, -math.inf
+            peer.backoff.reset()
             nursery.start_soon(self._run_link, peer, peer.link)
         except (OSError, trio.TooSlowError, HandshakeError, FrameError,
                 trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -387,11 +384,8 @@ class PeerPool:
             event.set()
 
     def _back_off(self, peer: _Peer, reason: str) -> None:
-        peer.failures += 1
-        delay_s = min(self.backoff_max_s, self.backoff_min_s * 2 ** min(peer.failures - 1, 62))
-        delay_s *= self._rng.uniform(0.5, 1.0)  # jitter: peers that lost a node together don't redial together
-        peer.retry_at_s = trio.current_time() + delay_s
-        peer.last_error = reason
+        delay_s = peer.backoff.failed(reason, trio.current_time(), self.backoff_min_s, self.backoff_max_s,
+                                      self._rng)
         log.warning("rpc: cannot reach %s at %s:%s: %s (retry in %.2fs)",
                     peer.peer_id, *peer.address, reason, delay_s)
 

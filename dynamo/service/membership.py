@@ -187,16 +187,11 @@ class Membership:
                     except ValueError:
                         self.log.warning("member %s gossips a bad address %r", effect.node, addresses[0])
                 if effect.kind in BACK_EVENTS and effect.node != self.node_id:
-                    self._reset_backoff(effect.node)
+                    # Gossip heard the peer (it dialled us): its RPC backoff from while it was away would
+                    # only turn requests away for seconds.
+                    self.pool.reset_backoff(effect.node)
         if changed:
             self._recompute_down()
-
-    def _reset_backoff(self, node: str) -> None:
-        # Gossip heard the peer (it dialled us): its RPC backoff from while it was away would only turn
-        # requests away for seconds. A simulated pool without backoff has no such method.
-        reset = getattr(self.pool, "reset_backoff", None)
-        if reset is not None:
-            reset(node)
 
     async def _cast(self, node: str, body: Any) -> None:
         await self.pool.cast(node, GOSSIP_TYPE, body)

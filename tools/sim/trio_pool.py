@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-import math
 import random
 from typing import Any, Callable
 
@@ -27,6 +26,7 @@ import trio
 
 from dynamo.rpc import RpcError, RpcRemoteError, RpcTimeout, RpcUnavailable
 from dynamo.rpc import frame
+from dynamo.rpc.backoff import DialBackoff
 from dynamo.rpc.frame import FrameDecoder, FrameError, encode_frame
 from dynamo.rpc.transport import SIZE_BYTES_MAX
 from tools.sim.trio_network import Connection, SimNetwork, frame_digest
@@ -42,9 +42,7 @@ class _Peer:
     address: str
     conn: Connection | None = None
     dialling: trio.Event | None = None
-    failures: int = 0
-    retry_at_s: float = -math.inf
-    last_error: str = ""
+    backoff: DialBackoff = dataclasses.field(default_factory=DialBackoff)
 
 
 @dataclasses.dataclass(eq=False)
@@ -110,9 +108,16 @@ class SimPool:
         if peer is None:
             self._peers[peer_id] = _Peer(peer_id, address)
         elif peer.address != address:
-            peer.address, peer.failures, peer.retry_at_s = address, 0, -math.inf
+            peer.address = address
+            peer.backoff.reset()
             if peer.conn is not None:
                 self.reset(peer.conn, "address changed")
+
+    def reset_backoff(self, peer_id: str) -> None:
+        """As PeerPool.reset_backoff: the next request dials at once."""
+        peer = self._peers.get(peer_id)
+        if peer is not None:
+            peer.backoff.reset()
 
     def remove(self, peer_id: str) -> None:
         peer = self._peers.pop(peer_id, None)
@@ -245,10 +250,7 @@ class SimPool:
         return peer
 
     def _check_backoff(self, peer: _Peer) -> None:
-        now_s = trio.current_time()
-        if now_s < peer.retry_at_s:
-            raise RpcUnavailable(f"{peer.peer_id} unreachable ({peer.last_error}); "
-                                 f"backing off for {peer.retry_at_s - now_s:.2f}s")
+        peer.backoff.check(peer.peer_id, trio.current_time())
 
     async def _link(self, peer: _Peer) -> Connection:
         if not self.running or self._nursery is None:
@@ -262,7 +264,7 @@ class SimPool:
         await peer.dialling.wait()
         if peer.conn is not None and peer.conn.open:
             return peer.conn
-        raise RpcUnavailable(f"{peer.peer_id} unreachable: {peer.last_error}")
+        raise RpcUnavailable(f"{peer.peer_id} unreachable: {peer.backoff.last_error}")
 
     async def _dial(self, peer: _Peer) -> None:
         attempt = _Attempt()
@@ -272,7 +274,8 @@ class SimPool:
         attempt.done.set()  # over: a late answer is ignored
         result = attempt.result
         if isinstance(result, Connection) and self.running:
-            peer.conn, peer.failures, peer.retry_at_s = result, 0, -math.inf
+            peer.conn = result
+            peer.backoff.reset()
         else:
             self._back_off(peer, result if isinstance(result, str) else "timed out connecting or authenticating")
         event, peer.dialling = peer.dialling, None
@@ -280,11 +283,7 @@ class SimPool:
         event.set()
 
     def _back_off(self, peer: _Peer, reason: str) -> None:
-        peer.failures += 1
-        delay_s = min(self.backoff_max_s, self.backoff_min_s * 2 ** min(peer.failures - 1, 62))
-        delay_s *= self._rng.uniform(0.5, 1.0)
-        peer.retry_at_s = trio.current_time() + delay_s
-        peer.last_error = reason
+        peer.backoff.failed(reason, trio.current_time(), self.backoff_min_s, self.backoff_max_s, self._rng)
 
 
 def _deliver(network: SimNetwork, on_reply: OnReply, body: Any, error: RpcError | None, peer_id: str) -> None:

@@ -62,10 +62,10 @@ def test_a_restarted_peer_is_dialled_at_once_not_after_the_backoff(local_cluster
             await cluster.wait_down("n3")
             peer = n1.pool._peers["n3"]
             # n1's gossip casts to n3 fail and put n3 in backoff.
-            await cluster.wait_until(lambda: peer.retry_at_s > trio.current_time() + 10)
+            await cluster.wait_until(lambda: peer.backoff.retry_at_s > trio.current_time() + 10)
             await cluster.start("n3")
             await cluster.wait_until(lambda: n1.membership.is_alive("n3") and "n3" not in n1.membership.down)
-            assert peer.retry_at_s == -math.inf
+            assert peer.backoff.retry_at_s == -math.inf
             reply = await cluster.client("n1").get("any", "key", r="all")
             assert reply.status == 404, reply  # all three answered not-found; a backoff would give 503
             assert _replicas(reply) == (3, 0, 0)
