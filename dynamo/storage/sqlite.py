@@ -22,7 +22,8 @@ WITHOUT ROWID table keyed (partition, bucket, key) measured in between (49 us), 
 2 KiB blobs, as SQLite's docs warn for rows that are not small. `hint` is keyed by id with indexes on
 (target, id) and (bucket, key).
 
-Gets go through a write-through ValueCache (value_cache.py) of recently read and written blobs.
+Gets first ask the KeySet (key_set.py) whether the key may be stored at all (a new key's read then costs
+no query), then a write-through ValueCache (value_cache.py) of recently read and written blobs.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from dynamo.storage.backend import (
     check_ops,
     check_partition,
 )
+from dynamo.storage.key_set import KeySet
 from dynamo.storage.value_cache import MISSING, ValueCache
 
 SCHEMA_VERSION = 2
@@ -82,6 +84,7 @@ SQL_HINT_ADD = ("INSERT OR REPLACE INTO hint (id, target, partition, bucket, key
                 " VALUES (?, ?, ?, ?, ?, ?, ?)")
 SQL_HINT_REMOVE = "DELETE FROM hint WHERE id = ?"
 SQL_GET = "SELECT blob FROM object WHERE partition = ? AND bucket = ? AND key = ?"
+SQL_NAMES = "SELECT partition, bucket, key FROM object"
 SQL_SCAN_FIRST = "SELECT bucket, key, blob FROM object WHERE partition = ? ORDER BY bucket, key LIMIT ?"
 SQL_SCAN_AFTER = ("SELECT bucket, key, blob FROM object WHERE partition = ? AND (bucket, key) > (?, ?)"
                   " ORDER BY bucket, key LIMIT ?")
@@ -118,6 +121,7 @@ class SqliteBackend(Backend):
         self.path = pathlib.Path(path)
         self._closed = False
         self.values = ValueCache(value_cache_bytes)
+        self.keys = KeySet()
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         _prepare_path(self.path)
@@ -127,6 +131,7 @@ class SqliteBackend(Backend):
             try:
                 _check_wal(self._writer, self.path)
                 _ensure_schema(self._writer, self.path)
+                self.keys.load(self._writer.execute(SQL_NAMES))
                 self._reader = _connect(self.path, cache_kib)
                 self._reader.execute("PRAGMA query_only = ON")
             except BaseException:
@@ -146,6 +151,10 @@ class SqliteBackend(Backend):
         with self._write_lock:
             self._check_open()
             conn = self._writer
+            keys = self.keys
+            for op in ops:  # before the commit: the key set must cover every key a reader could find
+                if type(op) is Put:
+                    keys.add((op.partition, op.bucket, op.key))
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 for op_type, group in itertools.groupby(ops, type):
@@ -175,6 +184,9 @@ class SqliteBackend(Backend):
         check_bytes("bucket", bucket)
         check_bytes("key", key)
         name = (partition, bucket, key)
+        if not self.keys.may_hold(name):
+            self._check_open()
+            return None
         blob, generation = self.values.lookup(name)
         if blob is not MISSING:
             self._check_open()
@@ -238,6 +250,7 @@ class SqliteBackend(Backend):
                 return
             self._closed = True
             self.values.clear()
+            self.keys.clear()
             self._reader.close()
             self._writer.close()
             os.close(self._lock_fd)  # releases the flock

@@ -53,8 +53,10 @@ def test_hits_skip_the_database_and_a_failed_batch_changes_nothing(tmp_path):
     try:
         backend.write_batch([Put(3, b"b", b"k", b"v1")])
         assert backend.get(3, b"b", b"k") == b"v1" and backend.values.hits == 1  # cached by the write
-        assert backend.get(3, b"b", b"nope") is None and backend.values.misses == 1
-        assert backend.get(3, b"b", b"nope") is None and backend.values.hits == 2  # "not stored" is cached too
+        backend.write_batch([Put(3, b"b", b"gone", b"v"), Delete(3, b"b", b"gone")])
+        backend.values.clear()
+        assert backend.get(3, b"b", b"gone") is None and backend.values.misses == 1
+        assert backend.get(3, b"b", b"gone") is None and backend.values.hits == 2  # "not stored" is cached too
         with pytest.raises(Exception):
             backend.write_batch([Put(3, b"b", b"k", b"v2"), Put(3, b"b", b"x", b"v")] + [object()])  # not bytes
         assert backend.get(3, b"b", b"k") == b"v1"
@@ -86,3 +88,48 @@ def test_least_recently_used_entries_leave_first_and_oversized_ones_never_enter(
     assert cache.lookup((0, b"b", b"5"))[0] is MISSING and cache.bytes <= 3 * entry
     with pytest.raises(ValueError):
         ValueCache(-1)
+
+
+def test_a_key_never_stored_is_answered_without_a_query_and_stored_keys_survive_reopening(tmp_path):
+    path = tmp_path / "s.sqlite3"
+    backend = SqliteBackend(path, value_cache_bytes=0)  # no cache: every "maybe" is a query
+    try:
+        backend.write_batch([Put(1, b"b", b"k", b"v"), Put(2, b"b", b"k", b"w")])
+        assert backend.get(1, b"b", b"new") is None and backend.keys.skipped == 1
+        assert backend.get(3, b"b", b"k") is None and backend.keys.skipped == 2  # same key, other partition
+        assert backend.get(1, b"b", b"k") == b"v" and backend.keys.skipped == 2
+        backend.close()
+        backend = SqliteBackend(path, value_cache_bytes=0)  # the set is loaded from the store at open
+        assert backend.get(1, b"b", b"k") == b"v" and backend.get(2, b"b", b"k") == b"w"
+        assert backend.get(1, b"b", b"new") is None and backend.keys.skipped == 1
+        assert len(backend.keys) == 2
+    finally:
+        backend.close()
+
+
+def test_the_key_set_covers_a_batch_before_it_commits(tmp_path):
+    """A reader racing a commit must never be told "not stored" about a key the commit makes visible:
+    the key joins the set before the batch is written."""
+    backend = SqliteBackend(tmp_path / "s.sqlite3", value_cache_bytes=0)
+    seen_at_commit = []
+
+    class CommitSpy:  # the writer connection, noting what a reader would be told as COMMIT runs
+        def __init__(self, conn):
+            self.conn = conn
+
+        def __getattr__(self, name):
+            return getattr(self.conn, name)
+
+        def execute(self, sql, *args):
+            if sql == "COMMIT":
+                seen_at_commit.append(backend.keys.may_hold((1, b"b", b"k")))
+            return self.conn.execute(sql, *args)
+
+    try:
+        backend._writer = CommitSpy(backend._writer)
+        backend.write_batch([Put(1, b"b", b"k", b"v")])
+        assert seen_at_commit == [True]
+        assert backend.get(1, b"b", b"k") == b"v"
+    finally:
+        backend._writer = backend._writer.conn
+        backend.close()
