@@ -92,9 +92,13 @@ class SiblingLimitError(ValueError):
 class ObjectCache:
     """Memo of decode_object for small blobs seen lately (FIFO, bounded). Decoding is a pure function
     of the bytes and objects are immutable, so one cache may serve every node of a process. A hot key
-    is then decoded once, not on every read and every merge, and its vtag is hashed once."""
+    is then decoded once, not on every read and every merge, and its vtag and context are encoded once.
+    Size: a decoded object of one 100-byte value, with its vtag and context cached, measured 1.05 KB, so
+    a full cache holds 16-20 MB; the value cache behind it (32 MiB of blobs) holds about ten times as
+    many keys. With 4,096 entries, uniform reads of 10,000 keys missed 60% of the time and decoding was
+    9% of a quorum get's CPU."""
 
-    def __init__(self, entries_max: int = 4096, blob_bytes_max: int = 2048) -> None:
+    def __init__(self, entries_max: int = 16384, blob_bytes_max: int = 2048) -> None:
         self.entries_max, self.blob_bytes_max = entries_max, blob_bytes_max
         self._objects: dict[bytes, StoredObject] = {}
 
