@@ -19,6 +19,9 @@ Rules it keeps:
 - `enqueue` is `submit` cut in two: it returns as soon as the ops are in a batch (a `Queued`), so a
   caller can act on the fact that they will be written (the coordinator sends a new version to the other
   replicas while its own copy is being committed) and `await queued.wait()` for the outcome later.
+- Without a task: `enqueue_nowait` queues only if that needs no wait (else None: the caller takes the
+  waiting path), and `Queued.on_settled(callback)` hears the outcome instead of `wait`, called exactly
+  once as the batch settles. The RPC reader answers a replica write this way (replica.py).
 - `aclose` refuses new submits but writes every write submitted before it, including writers still
   waiting for room. When `run` stops otherwise (cancelled: the node crashed), writes not yet written fail
   with CommitterClosedError. Nothing is ever silently dropped.
@@ -33,13 +36,16 @@ one scheduler pass later; and a batch that filled up meanwhile goes out at once.
 
 from __future__ import annotations
 
+import logging
 import math
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Iterable
+from typing import AsyncIterator, Callable, Iterable
 
 import trio
 
 from dynamo.storage.backend import Backend, Delete, Op, Put, StorageError, check_count, check_ops
+
+log = logging.getLogger("dynamo.commit")
 
 BATCH_OPS_MAX_DEFAULT = 2048
 BATCH_BYTES_MAX_DEFAULT = 8 * 1024 * 1024
@@ -76,7 +82,7 @@ class CommitterClosedError(StorageError):
 class _Batch:
     """Ops gathered for one write_batch call, and the writers waiting on it."""
 
-    __slots__ = ("ops", "size_bytes", "ready", "done", "error")
+    __slots__ = ("ops", "size_bytes", "ready", "done", "error", "callbacks")
 
     def __init__(self) -> None:
         self.ops: list[Op] = []
@@ -84,6 +90,28 @@ class _Batch:
         self.ready = trio.Event()  # set when the first op arrives (or to wake the loop for closing)
         self.done = trio.Event()  # set once written or failed; `error` tells which
         self.error: BaseException | None = None
+        self.callbacks: list[Callable[[StorageError | None], None]] | None = None  # Queued.on_settled's
+
+    def finish(self) -> None:
+        """Mark the batch settled (`error` already set or not) and run its callbacks, once."""
+        self.done.set()
+        callbacks, self.callbacks = self.callbacks, None
+        for callback in callbacks or ():
+            try:
+                callback(_error_for_writer(self))
+            except Exception:  # one caller's bug must not keep the others of the batch from hearing
+                log.exception("a commit callback failed")
+
+
+def _error_for_writer(batch: _Batch | None) -> StorageError | None:
+    """What a writer of a settled batch learns: None (durable), CommitError or CommitterClosedError."""
+    if batch is None or batch.error is None:
+        return None
+    if isinstance(batch.error, CommitterClosedError):
+        return CommitterClosedError(str(batch.error))
+    error = CommitError(f"batch of {len(batch.ops)} ops failed: {batch.error}")
+    error.__cause__ = batch.error
+    return error
 
 
 class Queued:
@@ -104,10 +132,21 @@ class Queued:
         if batch is None:
             return
         await batch.done.wait()
-        if batch.error is not None:
-            if isinstance(batch.error, CommitterClosedError):
-                raise CommitterClosedError(str(batch.error))
-            raise CommitError(f"batch of {len(batch.ops)} ops failed: {batch.error}") from batch.error
+        error = _error_for_writer(batch)
+        if error is not None:
+            raise error
+
+    def on_settled(self, callback: Callable[[StorageError | None], None]) -> None:
+        """`wait` without a task: `callback(None)` once the ops are durable, or `callback(error)` with the
+        error `wait` would raise. Called exactly once, in the trio thread: at once when the outcome is
+        already known, else from the committer as the batch settles (so it must not block)."""
+        batch = self._batch
+        if batch is None or batch.done.is_set():
+            callback(_error_for_writer(batch))
+        elif batch.callbacks is None:
+            batch.callbacks = [callback]
+        else:
+            batch.callbacks.append(callback)
 
 
 class GroupCommitter:
@@ -178,6 +217,25 @@ class GroupCommitter:
                     self._open.ready.set()  # a closing loop re-checks whether anyone is left
             if self._state == "closed":
                 raise CommitterClosedError("group committer stopped before this write was queued")
+        return self._add(batch, ops, size_bytes)
+
+    def enqueue_nowait(self, ops: Iterable[Op]) -> "Queued | None":
+        """`enqueue` for a caller that cannot wait (a callback, an RPC reader): the Queued, or None when
+        the ops would have to wait for room (the open batch is full, or writers already wait for room and
+        must not be overtaken). Raises CommitterClosedError when closed."""
+        ops = check_ops(ops)
+        if not ops:
+            return Queued(None)
+        self._check_accepting()
+        size_bytes = sum(op.size_bytes for op in ops)
+        batch = self._open
+        if self._room_waiters or (batch.ops and (len(batch.ops) + len(ops) > self.batch_ops_max
+                                                 or batch.size_bytes + size_bytes > self.batch_bytes_max)):
+            return None
+        return self._add(batch, ops, size_bytes)
+
+    @staticmethod
+    def _add(batch: _Batch, ops: list[Op], size_bytes: int) -> "Queued":
         batch.ops.extend(ops)
         batch.size_bytes += size_bytes
         batch.ready.set()
@@ -235,7 +293,7 @@ class GroupCommitter:
         self._unsettled_at_stop += len(self._open.ops)
         self._state = "closed"
         self._open.error = CommitterClosedError("group committer stopped before writing this batch")
-        self._open.done.set()
+        self._open.finish()
         self._room.unpark_all()
         self._stopped.set()
 
@@ -271,7 +329,7 @@ class GroupCommitter:
         else:  # the writing itself was interrupted (cancelled, interrupted thread): we cannot know
             self._unsettled_at_stop += len(batch.ops)
             batch.error = CommitterClosedError("group committer stopped while writing; outcome unknown")
-        batch.done.set()
+        batch.finish()
 
     async def aclose(self) -> None:
         """Stop accepting writes, write what is queued, and wait for `run` to return."""

@@ -315,3 +315,72 @@ def test_enqueue_reports_a_failed_batch_and_the_committer_is_then_not_clean(make
 
     trio.run(main)
     assert backend.get(0, b"b", b"poison") is None
+
+
+def test_enqueue_nowait_and_on_settled_hear_each_outcome_exactly_once(make_backend):
+    """The task-free path: queue without waiting, hear the outcome from the batch's settling: success,
+    a failed batch, and a committer stopped with the batch still open. A callback that raises does not
+    keep the others of its batch from hearing."""
+    backend = make_backend(recording=True)
+    backend.fail_if = lambda ops: any(op.key == b"poison" for op in ops)
+    heard: list = []
+
+    def hear(name):
+        return lambda error: heard.append((name, type(error).__name__ if error else None))
+
+    async def main():
+        committer = GroupCommitter(backend)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(committer.run)
+            ok = committer.enqueue_nowait([Put(0, b"b", b"k", b"v")])
+            ok.on_settled(lambda error: 1 / 0)  # a broken callback, logged
+            ok.on_settled(hear("ok"))
+            assert heard == [] and backend.get(0, b"b", b"k") is None  # queued, not yet durable
+            await ok.wait()
+            assert heard == [("ok", None)]
+            ok.on_settled(hear("late"))  # already settled: heard at once
+            assert heard[-1] == ("late", None)
+            bad = committer.enqueue_nowait([Put(0, b"b", b"poison", b"v")])
+            bad.on_settled(hear("bad"))
+            with pytest.raises(CommitError):
+                await bad.wait()
+            assert heard[-1] == ("bad", "CommitError")
+            committer.enqueue_nowait([]).on_settled(hear("empty"))
+            assert heard[-1] == ("empty", None)
+            nursery.cancel_scope.cancel()  # a crash: the next open batch is never written
+        stopped = committer.enqueue_nowait  # closed now
+        with pytest.raises(CommitterClosedError):
+            stopped([Put(0, b"b", b"x", b"v")])
+
+    trio.run(main)
+    assert [name for name, _ in heard] == ["ok", "late", "bad", "empty"]
+
+    backend2 = make_backend()
+    heard.clear()
+
+    async def open_batch_at_stop():
+        committer = GroupCommitter(backend2)
+        committer.enqueue_nowait([Put(0, b"b", b"k", b"v")]).on_settled(hear("unwritten"))
+        async with trio.open_nursery() as nursery:
+            nursery.cancel_scope.cancel()
+            await nursery.start(committer.run)  # cancelled at once: the open batch fails, closed
+
+    trio.run(open_batch_at_stop)
+    assert heard == [("unwritten", "CommitterClosedError")]
+
+
+def test_enqueue_nowait_refuses_rather_than_waits_for_room(make_backend):
+    backend = make_backend()
+
+    async def main():
+        committer = GroupCommitter(backend, batch_ops_max=2)
+        assert committer.enqueue_nowait([Put(0, b"b", b"a", b"v")]) is not None
+        assert committer.enqueue_nowait([Put(0, b"b", b"b", b"v")]) is not None
+        assert committer.enqueue_nowait([Put(0, b"b", b"c", b"v")]) is None  # full: the caller must wait
+        async with trio.open_nursery() as nursery:
+            await nursery.start(committer.run)
+            await committer.submit([Put(0, b"b", b"c", b"v")])  # the waiting path goes through
+            await committer.aclose()
+
+    trio.run(main)
+    assert [backend.get(0, b"b", k) for k in (b"a", b"b", b"c")] == [b"v", b"v", b"v"]
