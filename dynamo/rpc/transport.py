@@ -22,6 +22,14 @@ Types listed in `inline` (type -> sync `fn(peer_id, body)`, for handlers that ne
 of the local store) are answered in the reader's own loop instead: no task, no scheduler pass, and every
 answer to the requests of one read goes out in one write. An inline handler must be quick: the loop
 serves nothing else while it runs. Its errors are answered exactly like a task's.
+Types listed in `deferred` (type -> sync `fn(peer_id, body, respond) -> bool`) are for handlers that
+wait, but on a callback rather than a task (a replica write waits for its group commit): the reader offers
+the request; the handler returns True having taken it, and calls `respond(body, None)` or
+`respond(None, error)` exactly once, now or later (from the commit's settling), which queues the answer;
+or it returns False, having done nothing, and the request goes the task way. A taken request holds one of
+the connection's concurrency slots until answered, so deferred requests are bounded like tasks; with no
+slot free the request goes the task way, which waits for one. A handler that raises is answered with its
+error.
 
 Unknown types: an unknown *frame kind* (a reply sent to a server, a request sent to a client, a handshake
 message after the handshake) closes the connection, as DESIGN §3 says. An unknown *request type* is the
@@ -58,6 +66,8 @@ KIND_BAD_REPLY = "bad_reply"
 
 Handler = Callable[[str, str, Any], Awaitable[Any]]
 InlineHandler = Callable[[str, Any], Any]  # (peer_id, body) -> reply body, without blocking
+Respond = Callable[[Any, "Exception | None"], None]
+DeferredHandler = Callable[[str, Any, Respond], bool]  # (peer_id, body, respond) -> taken?
 
 
 class RpcError(Exception):
@@ -111,6 +121,14 @@ class Outbox:
         if self.closed_reason is not None:
             raise RpcUnavailable(f"connection closed: {self.closed_reason}")
         self._append(data)
+
+    def push(self, data: bytes) -> bool:
+        """Queue a frame unless closed, over the high mark if need be: for answers whose number is
+        already bounded elsewhere (the server's concurrency slots). Say whether it was queued."""
+        if self.closed_reason is not None:
+            return False
+        self._append(data)
+        return True
 
     def put_nowait(self, data: bytes) -> bool:
         """Queue a frame unless closed or full; say whether it was queued (for best-effort casts)."""
@@ -271,6 +289,9 @@ class _ServerLink(Link):
             if answer is not None and not self.outbox.put_nowait(answer):
                 await self.outbox.put(answer)  # over the high mark: stop reading until it drains
             return
+        deferred = self._server.deferred.get(type_)
+        if deferred is not None and self._offer_deferred(msg, deferred):
+            return
         try:
             self._slots.acquire_nowait()  # the common case: no scheduler round trip per request
         except trio.WouldBlock:
@@ -310,6 +331,39 @@ class _ServerLink(Link):
             answer = self._handler_error(type_, request_id, exc)
         return self._encode_answer(type_, request_id, answer)
 
+    def _offer_deferred(self, msg: dict, handler: DeferredHandler) -> bool:
+        """Offer a request to its deferred handler (see the module docstring); True if it was taken."""
+        try:
+            self._slots.acquire_nowait()
+        except trio.WouldBlock:
+            return False  # every slot busy: the task way waits for one
+        request_id, type_ = msg["id"], msg["t"]
+        answered = False
+
+        def respond(body: Any, error: Exception | None) -> None:
+            nonlocal answered
+            if answered:
+                raise RuntimeError(f"a {type_!r} request was answered twice")
+            answered = True
+            self._slots.release()
+            answer = frame.reply(request_id, body) if error is None else \
+                self._handler_error(type_, request_id, error)
+            data = self._encode_answer(type_, request_id, answer)
+            if data is not None:
+                self.outbox.push(data)  # dropped if the connection closed meanwhile: nobody is left to read it
+
+        try:
+            taken = handler(self.peer_id, msg["b"], respond)
+        except Exception as exc:
+            taken = True
+            if not answered:
+                respond(None, exc)
+        if taken:
+            self._server.stats.requests += 1
+        elif not answered:
+            self._slots.release()
+        return taken
+
     def _handler_error(self, type_: str, request_id: int, exc: Exception) -> dict:
         self._server.stats.handler_errors += 1
         log.debug("handler for %r from %s failed", type_, self.peer_id, exc_info=True)
@@ -333,13 +387,15 @@ class RpcServer:
 
     def __init__(self, node_id: str, cluster: str, secret, handler: Handler,
                  size_bytes_max: int = SIZE_BYTES_MAX, *, concurrency_max: int = 64,
-                 handshake_timeout_s: float = 5.0, inline: dict[str, InlineHandler] | None = None):
+                 handshake_timeout_s: float = 5.0, inline: dict[str, InlineHandler] | None = None,
+                 deferred: dict[str, DeferredHandler] | None = None):
         new_handshake(Role.SERVER, node_id, cluster, secret)  # validates the identity arguments now
         if concurrency_max < 1 or size_bytes_max < HANDSHAKE_FRAME_BYTES_MAX or handshake_timeout_s <= 0:
             raise ValueError("concurrency_max, size_bytes_max and handshake_timeout_s are out of range")
         self.node_id, self.cluster, self._secret = node_id, cluster, secret
         self.handler = handler
         self.inline = dict(inline or {})
+        self.deferred = dict(deferred or {})
         self.size_bytes_max = size_bytes_max
         self.concurrency_max = concurrency_max
         self.handshake_timeout_s = handshake_timeout_s

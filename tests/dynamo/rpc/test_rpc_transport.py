@@ -419,3 +419,63 @@ def test_inline_types_are_answered_by_the_reader_without_the_async_handler():
         assert len(calls) == 202
 
     run(main)
+
+
+def test_deferred_types_answer_through_respond_or_go_the_task_way():
+    """A deferred handler answers at once or later (as a commit settles), declines (the request runs as a
+    task instead), or raises (an error reply). A taken request holds a concurrency slot until answered:
+    with both slots held, the next request is not offered but waits for a slot on the task way."""
+    later = []  # responds kept for later
+    offered = []
+
+    def deferred(peer_id, body, respond):
+        offered.append(body)
+        if body == "now":
+            respond(["now", peer_id], None)
+        elif body == "later":
+            later.append(respond)
+        elif body == "decline":
+            return False
+        elif body == "raise":
+            raise ValueError("refused")
+        elif body == "fail":
+            respond(None, RuntimeError("commit failed"))
+        return True
+
+    async def slow(peer_id, type_, body):
+        if type_ == "put":
+            return ["task", body]
+        return await handler(peer_id, type_, body)
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            server, port = await start_server(nursery, slow, concurrency_max=2, deferred={"put": deferred})
+            async with PeerPool("A", "prod", SECRET, size_bytes_max=LIMIT) as pool:
+                pool.set_address("B", "127.0.0.1", port)
+                assert await pool.call("B", "put", "now", timeout_s=5) == ["now", "A"]
+                assert await pool.call("B", "put", "decline", timeout_s=5) == ["task", "decline"]
+                with pytest.raises(RpcRemoteError, match="refused"):
+                    await pool.call("B", "put", "raise", timeout_s=5)
+                with pytest.raises(RpcRemoteError, match="commit failed") as caught:
+                    await pool.call("B", "put", "fail", timeout_s=5)
+                assert caught.value.kind == "handler"
+                replies = []
+                for _ in range(2):
+                    pool.request("B", "put", "later", 5, lambda body, error: replies.append((body, error)))
+                while len(later) < 2:
+                    await trio.sleep(0.01)
+                # Both slots are held by the unanswered two: a third is not offered but queued for a slot.
+                pool.request("B", "put", "now", 5, lambda body, error: replies.append((body, error)))
+                await trio.sleep(0.2)
+                assert offered.count("now") == 1 and replies == []
+                later.pop(0)("done", None)  # a slot frees: the third runs as a task
+                while len(replies) < 2:
+                    await trio.sleep(0.01)
+                assert replies == [("done", None), (["task", "now"], None)]
+                later[0]("again", None)
+                with pytest.raises(RuntimeError, match="answered twice"):
+                    later[0]("twice", None)
+            assert server.stats.requests == 7 and server.stats.handler_errors == 2
+            nursery.cancel_scope.cancel()
+
+    run(main)
