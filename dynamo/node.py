@@ -287,10 +287,13 @@ class Node:
         await nursery.start(self.membership.run)  # first: gossip arriving over RPC needs its nursery
         if self._transport is None:
             self.rpc_server = RpcServer(config.node_id, config.cluster, secret, self._rpc,
-                                        concurrency_max=RPC_CONCURRENCY_MAX, inline=self.rpc_inline_handlers)
+                                        concurrency_max=RPC_CONCURRENCY_MAX, inline=self.rpc_inline_handlers,
+                                        deferred=self.rpc_deferred_handlers)
             await nursery.start(self.rpc_server.serve, rpc_listeners)
         else:
-            self.rpc_server = await nursery.start(self._transport.serve, config.node_id, self._rpc)
+            self.rpc_server = await nursery.start(
+                functools.partial(self._transport.serve, deferred=self.rpc_deferred_handlers), config.node_id,
+                self._rpc)
         self.http_server: HttpServer | None = None
         if self._serve_http:
             limits = Limits(body_bytes_max=config.value_bytes_max + BODY_SLACK_BYTES,
@@ -343,6 +346,9 @@ class Node:
         }
         # Answered in the RPC connection's reader without a task (they never wait); also in rpc_handlers.
         self.rpc_inline_handlers = {"kv.get": lambda peer_id, body: self.replica.rpc_get_now(body)}
+        # Taken by the reader when they need no wait but a callback's (a replica write's group commit);
+        # a request one of these declines goes to its rpc_handlers entry, in a task (transport.py).
+        self.rpc_deferred_handlers = {"kv.replicate": self.coordinator.rpc_replicate_nowait}
 
     async def _rpc(self, peer_id: str, type_: str, body: Any) -> Any:
         handler = self.rpc_handlers.get(type_)

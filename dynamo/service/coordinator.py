@@ -247,6 +247,18 @@ def _primaries_unmet(name: str, needed: int, targets: tuple[Target, ...]) -> str
     return f"{name}-value unsatisfied: {live}/{needed}" if live < needed else None
 
 
+def _replicate_routing(body: Any) -> tuple[int, int] | None:
+    """Check kv.replicate's shape; a coordinator's copy also names (its routing version, n_val)."""
+    if type(body) is not list or len(body) not in (4, 6):
+        raise ValueError("kv.replicate wants [bucket, key, blob, hint_for or null(, routing version, n_val)]")
+    if len(body) == 4:
+        return None
+    routed, n_val = body[4], body[5]
+    if type(routed) is not int or type(n_val) is not int:
+        raise ValueError("kv.replicate's routing version and n_val must be integers")
+    return routed, n_val
+
+
 def _not_counted(reply: Any, error: Exception | None) -> None:
     """A pending owner's ack is not counted toward W (it does not own the key yet): nothing to do."""
 
@@ -510,21 +522,40 @@ class Coordinator:
         if it did not know of the ring change under way here (gossip has not reached it yet), it did not
         send the write to the partition's pending owners, and a transfer may already have passed the key;
         so pass the copy on to them (best effort, like the coordinator's own sends to them)."""
-        if type(body) is not list or len(body) not in (4, 6):
-            raise ValueError("kv.replicate wants [bucket, key, blob, hint_for or null(, routing version, n_val)]")
+        routing = _replicate_routing(body)
         stored = await self.replica.rpc_replicate(body[:4])
-        if len(body) == 6:
-            bucket, key, blob, _, routed, n_val = body
-            if type(routed) is not int or type(n_val) is not int:
-                raise ValueError("kv.replicate's routing version and n_val must be integers")
-            if routed < self.routing_version():
-                partition = partition_for_key(bucket, key, self.replica.partitions)
-                for node in self.membership.pending(partition, n_val):
-                    if node != self.node_id and node != peer_id:
-                        self.stats.writes_forwarded += 1
-                        self._ask(node, "kv.replicate", [bucket, key, blob, None],
-                                  trio.current_time() + REPAIR_TIMEOUT_S, _not_counted)
+        self._pass_on(peer_id, body, routing)
         return stored
+
+    def rpc_replicate_nowait(self, peer_id: str, body: Any, respond: Callable[[Any, Exception | None], None]) -> bool:
+        """`rpc_replicate` without a task (RpcServer's deferred path): True if taken, and then
+        `respond(True, None)` or `respond(None, error)` comes exactly once, when the copy is durable or
+        failed; False when it needs a wait (key busy, committer full, a hint) and must go as a task."""
+        routing = _replicate_routing(body)
+
+        def done(error: Exception | None) -> None:
+            if error is None:
+                try:
+                    self._pass_on(peer_id, body, routing)
+                except Exception:  # the copy is stored: answer so, whatever became of the pass-on
+                    self.log.exception("kv.replicate of %r/%r: passing it on failed", body[0], body[1])
+            respond(True if error is None else None, error)
+        return self.replica.rpc_replicate_nowait(body[:4], done)
+
+    def _pass_on(self, peer_id: str, body: list, routing: tuple[int, int] | None) -> None:
+        """Send a stored copy on to the partition's pending owners if its coordinator routed it by an
+        older ring than ours (see rpc_replicate)."""
+        if routing is None:
+            return
+        routed, n_val = routing
+        if routed < self.routing_version():
+            bucket, key, blob = body[0], body[1], body[2]
+            partition = partition_for_key(bucket, key, self.replica.partitions)
+            for node in self.membership.pending(partition, n_val):
+                if node != self.node_id and node != peer_id:
+                    self.stats.writes_forwarded += 1
+                    self._ask(node, "kv.replicate", [bucket, key, blob, None],
+                              trio.current_time() + REPAIR_TIMEOUT_S, _not_counted)
 
     def _retire_actor(self, actor: str) -> None:
         """A dot of `actor` reached other replicas but our own copy of it was not stored: the next write

@@ -45,6 +45,13 @@ class KeyLocks:
     def locked(self, name: tuple[bytes, bytes]) -> bool:
         return name in self._held
 
+    def try_acquire(self, name: tuple[bytes, bytes]) -> bool:
+        """Take the lock if it is free, without waiting; say whether it was taken."""
+        if name in self._held:
+            return False
+        self._held[name] = []
+        return True
+
     async def acquire(self, name: tuple[bytes, bytes]) -> None:
         waiters = self._held.get(name)
         if waiters is None:
@@ -142,6 +149,15 @@ def _check_name(bucket: Any, key: Any) -> None:
         raise ValueError("bucket and key must be bytes within the size limits")
 
 
+def check_replicate(body: Any) -> tuple[bytes, bytes, bytes, str | None]:
+    """kv.replicate's first four fields, checked: [bucket, key, blob, hint_for or null]."""
+    bucket, key, blob, hint_for = body
+    _check_name(bucket, key)
+    if type(blob) is not bytes or (hint_for is not None and type(hint_for) is not str):
+        raise ValueError("kv.replicate wants [bucket, key, blob, hint_for or null]")
+    return bucket, key, blob, hint_for
+
+
 class Replica:
     """Local copies of one node, changed only through `coordinate`, `merge_in` and `drop_if`."""
 
@@ -214,6 +230,42 @@ class Replica:
             self.locks.release(name)
         self.stats.vnode_puts += 1
 
+    def merge_in_nowait(self, bucket: bytes, key: bytes, blob: bytes,
+                        on_done: Callable[[Exception | None], None]) -> bool:
+        """`merge_in` of a primary's copy (no hint) without a task, for the RPC reader: if the key is free
+        and the committer has room, merge and queue now, and call `on_done(None)` once durable (or
+        `on_done(error)`), exactly once, later or at once. Return False, having done nothing, when that
+        would need a wait: the caller then uses `merge_in`. The key stays locked until the commit settled,
+        as in `merge_in`; errors before anything is queued are raised."""
+        name = (bucket, key)
+        if not self.locks.try_acquire(name):
+            return False
+        try:
+            partition = partition_for_key(bucket, key, self.partitions)
+            merged = merge_blobs(self.backend.get(partition, bucket, key), blob)
+            queued = self.committer.enqueue_nowait([Put(partition, bucket, key, merged)] if merged is not None
+                                                   else [])
+        except BaseException:
+            self.locks.release(name)
+            raise
+        if queued is None:
+            self.locks.release(name)
+            return False
+
+        def settled(error: Exception | None) -> None:
+            try:
+                if error is None and merged is not None and self.on_stored is not None:
+                    self.on_stored(partition, bucket, key, OBJECTS.decode(merged))
+            except Exception as exc:  # as merge_in would raise it
+                error = exc
+            finally:
+                self.locks.release(name)
+            if error is None:
+                self.stats.vnode_puts += 1
+            on_done(error)
+        queued.on_settled(settled)
+        return True
+
     async def merge_many(self, items: Sequence[tuple[bytes, bytes, bytes]], hint_for: str | None = None) -> None:
         """Merge several copies in one durable submit (handoff batches). Locks are taken in key order so
         two batches cannot deadlock; each key is merged once even if it comes twice."""
@@ -277,12 +329,15 @@ class Replica:
         return self.backend.get(partition_for_key(bucket, key, self.partitions), bucket, key)
 
     async def rpc_replicate(self, body: Any) -> bool:
-        bucket, key, blob, hint_for = body
-        _check_name(bucket, key)
-        if type(blob) is not bytes or (hint_for is not None and type(hint_for) is not str):
-            raise ValueError("kv.replicate wants [bucket, key, blob, hint_for or null]")
+        bucket, key, blob, hint_for = check_replicate(body)
         await self.merge_in(bucket, key, blob, hint_for)
         return True
+
+    def rpc_replicate_nowait(self, body: Any, on_done: Callable[[Exception | None], None]) -> bool:
+        """kv.replicate through `merge_in_nowait` when it needs no wait (and carries no hint: a fallback's
+        hinted copy is rare and takes the task path); False when the caller must use `rpc_replicate`."""
+        bucket, key, blob, hint_for = check_replicate(body)
+        return hint_for is None and self.merge_in_nowait(bucket, key, blob, on_done)
 
     async def rpc_handoff(self, body: Any) -> int:
         if type(body) is not list:

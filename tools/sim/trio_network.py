@@ -14,9 +14,11 @@ Theory of operation
 - Beyond TCP: `drop_p`, `duplicate_p` and `reorder_p` act per message, and latency jitter reorders
   messages of one connection, which TCP would not. A duplicated request runs its handler twice (the
   second reply is dropped as late). Use them knowing they are harsher than the real transport.
-- Servers: `serve(node_id, handler)` registers a node; each request runs `handler(peer_id, type, body)`
-  in a task of the serving nursery (so a crash cancels it) and its reply or error frame is built as
-  RpcServer builds it (kinds unknown_type, handler, bad_reply). No per-connection concurrency limit.
+- Servers: `serve(node_id, handler, deferred=...)` registers a node; each request runs
+  `handler(peer_id, type, body)` in a task of the serving nursery (so a crash cancels it) and its reply or
+  error frame is built as RpcServer builds it (kinds unknown_type, handler, bad_reply). A type with a
+  `deferred` handler is first offered to it, as RpcServer does: taken, it answers through its `respond`
+  callback; declined, it runs as a task. No per-connection concurrency limit.
 - Trace: every delivery, dial, reset and timeout adds (time, kind, src, dst, digest of the frame) to a
   running blake2b digest (`digest()`); `recent` keeps the last lines for failure reports.
 """
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sim.net")
 
 Handler = Callable[[str, str, Any], Awaitable[Any]]
+DeferredHandler = Callable[[str, Any, Callable[[Any, "Exception | None"], None]], bool]
 RECENT_LINES = 200
 
 
@@ -59,6 +62,7 @@ class _Server:
     handler: Handler
     nursery: trio.Nursery
     stats: ServerStats
+    deferred: dict[str, DeferredHandler] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(eq=False)
@@ -164,14 +168,15 @@ class SimNetwork:
 
     # ---- servers --------------------------------------------------------------------------------------
 
-    async def serve(self, node_id: str, handler: Handler, *,
+    async def serve(self, node_id: str, handler: Handler, *, deferred: dict[str, DeferredHandler] | None = None,
                     task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve `node_id`'s RPCs with `handler` until cancelled (`Node`'s transport seam)."""
+        """Serve `node_id`'s RPCs with `handler` (and `deferred`, see the module docstring) until cancelled
+        (`Node`'s transport seam)."""
         self._incarnations[node_id] += 1
         stats = ServerStats()
         try:
             async with trio.open_nursery() as nursery:
-                server = _Server(node_id, self._incarnations[node_id], handler, nursery, stats)
+                server = _Server(node_id, self._incarnations[node_id], handler, nursery, stats, dict(deferred or {}))
                 self.servers[node_id] = server
                 self.record("serve", node_id, server.incarnation)
                 task_status.started(server)
@@ -210,20 +215,48 @@ class SimNetwork:
         self.delivered += 1
         self.record("request", src, conn.dst, msg["t"], request_id, frame_digest(data))
         server.stats.requests += 1
-        server.nursery.start_soon(self._answer, server, conn, msg)
+        deferred = server.deferred.get(msg["t"])
+        if deferred is None or not self._offer_deferred(server, conn, msg, deferred):
+            server.nursery.start_soon(self._answer, server, conn, msg)
+
+    def _offer_deferred(self, server: _Server, conn: Connection, msg: dict, handler: DeferredHandler) -> bool:
+        answered = False
+
+        def respond(body: Any, error: Exception | None) -> None:
+            nonlocal answered
+            if answered:
+                raise RuntimeError(f"a {msg['t']!r} request was answered twice")
+            answered = True
+            self._send_answer(server, conn, msg, self._answer_frame(server, conn, msg, body, error))
+
+        try:
+            taken = handler(conn.pool.node_id, msg["b"], respond)
+        except Exception as exc:
+            taken = True
+            if not answered:
+                respond(None, exc)
+        return taken
 
     async def _answer(self, server: _Server, conn: Connection, msg: dict) -> None:
-        request_id, type_ = msg["id"], msg["t"]
         try:
-            body = await server.handler(conn.pool.node_id, type_, msg["b"])
-        except UnknownType as exc:
-            answer = frame.error(request_id, str(exc) or type_, KIND_UNKNOWN_TYPE)
+            body, error = await server.handler(conn.pool.node_id, msg["t"], msg["b"]), None
         except Exception as exc:
+            body, error = None, exc
+        self._send_answer(server, conn, msg, self._answer_frame(server, conn, msg, body, error))
+
+    @staticmethod
+    def _answer_frame(server: _Server, conn: Connection, msg: dict, body: Any, error: Exception | None) -> dict:
+        request_id, type_ = msg["id"], msg["t"]
+        if isinstance(error, UnknownType):
+            return frame.error(request_id, str(error) or type_, KIND_UNKNOWN_TYPE)
+        if error is not None:
             server.stats.handler_errors += 1
-            log.debug("handler for %r from %s failed", type_, conn.pool.node_id, exc_info=True)
-            answer = frame.error(request_id, f"{type(exc).__name__}: {exc}", KIND_HANDLER)
-        else:
-            answer = frame.reply(request_id, body)
+            log.debug("handler for %r from %s failed: %r", type_, conn.pool.node_id, error)
+            return frame.error(request_id, f"{type(error).__name__}: {error}", KIND_HANDLER)
+        return frame.reply(request_id, body)
+
+    def _send_answer(self, server: _Server, conn: Connection, msg: dict, answer: dict) -> None:
+        request_id = msg["id"]
         if request_id == frame.ONE_WAY_ID or self.servers.get(server.node_id) is not server:
             return  # nothing to answer, or the server died meanwhile: nobody sends its reply
         try:
