@@ -259,8 +259,24 @@ def decode_object(data: bytes, *, trusted: bool = False) -> StoredObject:
 
 def object_digest(bucket: bytes, key: bytes, obj: StoredObject) -> bytes:
     """16 bytes over the key and its causal state (not the values), for Merkle anti-entropy."""
+    return _state_digest(bucket, key, [[e.actor, e.counter, len(e.values)] for e in obj.clock.entries])
+
+
+def blob_digest(bucket: bytes, key: bytes, blob: bytes) -> tuple[bytes, bool]:
+    """(object_digest, is_tombstone) of an encoded object, read off its CBOR without building the object:
+    a replica's tree update then costs a fraction of a full decode. For this store's own encodings (as
+    decode_object(trusted=True)); ObjectDecodeError if the blob does not have an object's shape."""
+    try:
+        entries = decode_cbor(blob)["s"]["e"]
+        state = [[actor, counter, len(values)] for actor, counter, values in entries]
+        deleted = [content[4] for _, _, values in entries for content in values]
+    except (ValueError, TypeError, KeyError, IndexError) as error:
+        raise ObjectDecodeError(f"not an encoded object: {error!r}") from None
+    return _state_digest(bucket, key, state), bool(deleted) and all(deleted)
+
+
+def _state_digest(bucket: bytes, key: bytes, state: list[list[Any]]) -> bytes:
     if type(bucket) is not bytes or type(key) is not bytes:
         raise ContentError("bucket and key must be bytes")
-    state = [[e.actor, e.counter, len(e.values)] for e in obj.clock.entries]
     encoded = cbor2.dumps([bucket, key, state], canonical=True)
     return hashlib.blake2b(encoded, digest_size=DIGEST_BYTES, person=b"dynamo.object").digest()

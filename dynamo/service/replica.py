@@ -170,9 +170,9 @@ class Replica:
         self.partitions = partitions
         self.stats = stats
         self.locks = KeyLocks()
-        # Called as on_stored(partition, bucket, key, obj or None) after each local change has committed,
+        # Called as on_stored(partition, bucket, key, blob or None) after each local change has committed,
         # under the key's lock (so per key in commit order): the anti-entropy trees follow the store.
-        self.on_stored: Callable[[int, bytes, bytes, StoredObject | None], None] | None = None
+        self.on_stored: Callable[[int, bytes, bytes, bytes | None], None] | None = None
 
     def read(self, bucket: bytes, key: bytes) -> bytes | None:
         return self.backend.get(partition_for_key(bucket, key, self.partitions), bucket, key)
@@ -207,7 +207,7 @@ class Replica:
             with trio.CancelScope(shield=True):  # bounded: the committer settles every batch it took
                 await queued.wait()
             if self.on_stored is not None:
-                self.on_stored(partition, bucket, key, obj)
+                self.on_stored(partition, bucket, key, blob)
         finally:
             self.locks.release(name)
         self.stats.vnode_puts += 1
@@ -225,7 +225,7 @@ class Replica:
             if ops:
                 await self.committer.submit(ops)
             if merged is not None and self.on_stored is not None:
-                self.on_stored(partition, bucket, key, OBJECTS.decode(merged))
+                self.on_stored(partition, bucket, key, merged)
         finally:
             self.locks.release(name)
         self.stats.vnode_puts += 1
@@ -255,7 +255,7 @@ class Replica:
         def settled(error: Exception | None) -> None:
             try:
                 if error is None and merged is not None and self.on_stored is not None:
-                    self.on_stored(partition, bucket, key, OBJECTS.decode(merged))
+                    self.on_stored(partition, bucket, key, merged)
             except Exception as exc:  # as merge_in would raise it
                 error = exc
             finally:
@@ -294,7 +294,7 @@ class Replica:
                 for bucket, key in names:
                     if result[(bucket, key)] != current[(bucket, key)]:
                         name = (bucket, key)
-                        self.on_stored(partitions[name], bucket, key, OBJECTS.decode(result[name]))
+                        self.on_stored(partitions[name], bucket, key, result[name])
         finally:
             for name in held:
                 self.locks.release(name)

@@ -5,8 +5,9 @@ Theory of operation
   length-prefixed, then the key) to `object_digest` of the stored object (key plus causal state, not the
   values: equal causal states hold equal siblings). Alongside, per partition, the set of tree keys whose
   object is a tombstone, for the reaper.
-- Kept current by `on_stored`, which Replica calls after every local change has committed, under the key's
-  lock: per key, calls come in commit order, so the last call always carries the stored state.
+- Kept current by `on_stored`, which Replica calls with the stored blob after every local change has
+  committed, under the key's lock: per key, calls come in commit order, so the last call always carries
+  the stored state. Digests are read off the blob (`blob_digest`), without decoding the object.
 - Rebuilt from storage at start-up (`build`, in the background): trees are not persisted. A rebuild costs a
   scan and a decode per key, but it cannot go stale or be torn by a crash, and checking a persisted tree
   against the store would cost the same scan anyway. The scan goes partition by partition, a page at a
@@ -30,7 +31,7 @@ from typing import Any, Iterable
 import trio
 
 from antientropy.merkle import DEFAULT_FANOUT, MerkleTree
-from dynamo.object import StoredObject, decode_object, object_digest
+from dynamo.object import blob_digest
 from dynamo.storage import Backend
 
 log = logging.getLogger("dynamo.tree")
@@ -95,18 +96,18 @@ class PartitionTrees:
 
     # -- changes --------------------------------------------------------------------------------------
 
-    def on_stored(self, partition: int, bucket: bytes, key: bytes, obj: StoredObject | None) -> None:
-        """The store now holds `obj` for (bucket, key) (None: the key was deleted). Never raises: a tree
+    def on_stored(self, partition: int, bucket: bytes, key: bytes, blob: bytes | None) -> None:
+        """The store now holds `blob` for (bucket, key) (None: the key was deleted). Never raises: a tree
         error must not fail a write that is already durable; `resync` heals the entry later."""
         try:
-            self._apply(partition, tree_key(bucket, key), None if obj is None else object_digest(bucket, key, obj),
-                        obj is not None and obj.is_tombstone)
+            digest, tombstone = (None, False) if blob is None else blob_digest(bucket, key, blob)
+            self._apply(partition, tree_key(bucket, key), digest, tombstone)
         except Exception:  # noqa: BLE001 - logged; the entry is fixed by the next resync of the key
             self.log.exception("tree update of %r/%r failed", bucket, key)
 
     def resync(self, partition: int, bucket: bytes, key: bytes, blob: bytes | None) -> None:
         """Set the entry of (bucket, key) from its stored `blob` (None: absent)."""
-        self.on_stored(partition, bucket, key, None if blob is None else decode_object(blob, trusted=True))
+        self.on_stored(partition, bucket, key, blob)
 
     def _apply(self, partition: int, tk: bytes, digest: bytes | None, tombstone: bool) -> None:
         tree = self.tree(partition)
@@ -147,14 +148,13 @@ class PartitionTrees:
 
     def _add_page(self, partition: int, page: Iterable[tuple[bytes, bytes, bytes]]) -> None:
         for bucket, key, blob in page:
-            tk = tree_key(bucket, key)
             try:
-                obj = decode_object(blob, trusted=True)
+                digest, tombstone = blob_digest(bucket, key, blob)
             except ValueError:
                 self.log.error("undecodable object %r/%r in partition %d: left out of its tree", bucket, key,
                                partition)
                 continue
-            self._apply(partition, tk, object_digest(bucket, key, obj), obj.is_tombstone)
+            self._apply(partition, tree_key(bucket, key), digest, tombstone)
             self.keys_scanned += 1
 
     def report(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from dynamo.object import (
     ContentError,
     ObjectDecodeError,
     StoredObject,
+    blob_digest,
     decode_object,
     delete,
     encode_object,
@@ -186,6 +187,19 @@ def test_objects_round_trip(ops):
         assert decode_object(encode_object(obj), trusted=True) == obj
     assert decode_object(encode_object(StoredObject())) == StoredObject()
     assert decode_object(encode_object(StoredObject()), trusted=True) == StoredObject()
+
+
+@given(ops_st)
+def test_a_blob_digest_is_the_digest_of_the_object_it_encodes(ops):
+    _, produced, _ = run(ops)
+    for obj in produced + [StoredObject()]:
+        assert blob_digest(b"b", b"k", encode_object(obj)) == (object_digest(b"b", b"k", obj), obj.is_tombstone)
+
+
+@pytest.mark.parametrize("blob", [b"", b"\x01", cbor2.dumps({"s": 1, "v": 1}), cbor2.dumps({"s": {"e": [[1]]}})])
+def test_a_blob_digest_of_something_else_is_an_object_decode_error(blob):
+    with pytest.raises(ObjectDecodeError):
+        blob_digest(b"b", b"k", blob)
 
 
 @given(st.binary())

@@ -22,7 +22,7 @@ def _replica(batch_ops_max: int = 2048) -> tuple[Replica, GroupCommitter, list]:
     committer = GroupCommitter(MemoryBackend(), in_thread=False, batch_ops_max=batch_ops_max)
     replica = Replica(committer, HintStore(committer), PARTITIONS, Stats())
     stored: list = []
-    replica.on_stored = lambda partition, bucket, key, obj: stored.append((key, obj))
+    replica.on_stored = lambda partition, bucket, key, blob: stored.append((key, blob))
     return replica, committer, stored
 
 
@@ -51,7 +51,7 @@ def test_a_write_without_a_task_stores_what_merge_in_stores_and_answers_once_dur
     trio.run(main)
     expected = merge(OBJECTS.decode(first), OBJECTS.decode(second))
     assert OBJECTS.decode(replica.read(b"bk", b"k")) == expected
-    assert [key for key, _ in stored] == [b"k", b"k"] and stored[-1][1] == expected
+    assert [key for key, _ in stored] == [b"k", b"k"] and OBJECTS.decode(stored[-1][1]) == expected
     assert replica.stats.vnode_puts == 3
 
 
