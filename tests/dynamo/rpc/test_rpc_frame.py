@@ -147,3 +147,15 @@ def test_corrupted_frames_give_messages_or_frame_error(msg, corruptions):
 def test_bad_limit_is_refused():
     with pytest.raises(ValueError):
         FrameDecoder(0)
+
+
+def test_an_item_longer_than_its_frame_does_not_borrow_the_next_frames_bytes():
+    """Frames decoded from one read share a decoder over the buffer: a payload cut short by its declared
+    length must fail, not finish its item with the bytes of the frame behind it."""
+    whole = cbor2.dumps(frame.one_way("x", b"a" * 40))
+    cut = raw_frame(whole[:-8])  # the bytes string's last 8 bytes fall outside the frame
+    behind = encode_frame(frame.one_way("y", b"b" * 40))
+    with pytest.raises(FrameError, match="runs past|malformed"):
+        FrameDecoder(LIMIT).feed(cut + behind)
+    messages = [frame.one_way("x", i) for i in range(5)]
+    assert FrameDecoder(LIMIT).feed(b"".join(encode_frame(m) for m in messages)) == messages
