@@ -1,0 +1,177 @@
+"""CPU per request of a whole cluster: three real nodes (SQLite, default settings) in one process.
+
+    python -m tools.cpubench [--ops get,put] [--requests 15000] [--compare OTHER_CHECKOUT] [--rounds 3]
+
+Why: on a shared 2-core VM the speed of the machine drifts by up to 2x within minutes, so two runs of
+`tools.bench` minutes apart cannot show a 10% change. Here the three nodes (real RPC on loopback, real
+HTTP server, SQLite with group commit) and keep-alive HTTP clients share one trio loop, so the process's
+CPU time divided by the requests is the cluster's whole cost of a request, with no scheduler noise
+between processes. `--compare DIR` runs this checkout and the one in DIR at the same time, each in its
+own process (one per core), so both see the same machine; each round prints both and their ratio.
+
+Each run preloads `--keys` keys at w=all, then sends `--requests` requests from `--connections`
+connections spread over the nodes: gets at r=quorum of uniformly chosen preloaded keys, or puts at
+w=quorum of keys never written before, 100-byte values. Every answer must be 200/204 (else it stops
+with the response). A benchmark measures and prints; it asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import random
+import subprocess
+import sys
+import tempfile
+import time
+
+import trio
+
+from dynamo.config import Member, NodeConfig
+from dynamo.node import Node
+
+VALUE = b"v" * 100
+NODES = ("n1", "n2", "n3")
+
+
+class BadAnswer(RuntimeError):
+    pass
+
+
+async def _exchange(sock, request: bytes) -> None:
+    """Send one request and read its whole answer (Content-Length framed)."""
+    await sock.send(request)
+    buffer = b""
+    while True:
+        data = await sock.recv(65536)
+        if not data:
+            raise BadAnswer("connection closed")
+        buffer += data
+        head, sep, rest = buffer.partition(b"\r\n\r\n")
+        if not sep:
+            continue
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if len(rest) >= length:
+            status = int(head.split(b" ", 2)[1])
+            if status not in (200, 204):
+                raise BadAnswer(f"{status}: {buffer[:300]!r}")
+            return
+
+
+async def _client(port: int, requests: list[bytes]) -> None:
+    sock = trio.socket.socket()
+    await sock.connect(("127.0.0.1", port))
+    try:
+        for request in requests:
+            await _exchange(sock, request)
+    finally:
+        sock.close()
+
+
+def _get(key: bytes) -> bytes:
+    return b"GET /buckets/bench/keys/%s?r=quorum HTTP/1.1\r\nHost: bench\r\n\r\n" % key
+
+
+def _put(key: bytes, w: bytes) -> bytes:
+    return (b"PUT /buckets/bench/keys/%s?w=%s HTTP/1.1\r\nHost: bench\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (key, w, len(VALUE), VALUE))
+
+
+async def _load(ports: list[int], per_connection: list[list[bytes]]) -> None:
+    async with trio.open_nursery() as nursery:
+        for index, requests in enumerate(per_connection):
+            nursery.start_soon(_client, ports[index % len(ports)], requests)
+
+
+async def measure(op: str, requests: int, connections: int, keys: int, data_root: pathlib.Path) -> dict:
+    """Start the three nodes, preload, run the load; return requests/s and CPU us per request."""
+    listeners = {n: (await trio.open_tcp_listeners(0, host="127.0.0.1"),
+                     await trio.open_tcp_listeners(0, host="127.0.0.1")) for n in NODES}
+    ports = {n: (pair[0][0].socket.getsockname()[1], pair[1][0].socket.getsockname()[1])
+             for n, pair in listeners.items()}
+    members = tuple(Member(n, f"127.0.0.1:{ports[n][0]}", f"127.0.0.1:{ports[n][1]}") for n in NODES)
+    async with trio.open_nursery() as nursery:
+        for n in NODES:
+            config = NodeConfig(node_id=n, cluster="cpubench", secret="cpubench-secret", rpc_port=ports[n][0],
+                                http_port=ports[n][1], data_dir=str(data_root / n), members=members)
+            node = Node(config)
+            await nursery.start(lambda task_status, node=node, n=n: node.run(
+                rpc_listeners=listeners[n][0], http_listeners=listeners[n][1], task_status=task_status))
+        http_ports = [ports[n][1] for n in NODES]
+        await trio.sleep(1)  # the nodes see each other up
+        await _load(http_ports, [[_put(b"load-%d" % k, b"all") for k in range(c, keys, connections)]
+                                 for c in range(connections)])
+        rng = random.Random(1)
+        each = max(1, requests // connections)
+        if op == "get":
+            load = [[_get(b"load-%d" % rng.randrange(keys)) for _ in range(each)] for _ in range(connections)]
+        else:
+            load = [[_put(b"new-%d-%d" % (c, i), b"quorum") for i in range(each)] for c in range(connections)]
+        started_s, cpu_s = time.perf_counter(), time.process_time()
+        await _load(http_ports, load)
+        elapsed_s, cpu_s = time.perf_counter() - started_s, time.process_time() - cpu_s
+        nursery.cancel_scope.cancel()
+    done = each * connections
+    return {"op": op, "requests": done, "per_s": round(done / elapsed_s), "cpu_us": round(cpu_s / done * 1e6, 1),
+            "code": str(pathlib.Path(sys.modules[Node.__module__].__file__).resolve().parent.parent)}
+
+
+def _child(args) -> None:
+    with tempfile.TemporaryDirectory(prefix="cpubench-") as root:
+        result = trio.run(measure, args.op, args.requests, args.connections, args.keys, pathlib.Path(root))
+    print(json.dumps(result))
+
+
+def _spawn(checkout: pathlib.Path, args, op: str) -> subprocess.Popen:
+    """This script, measuring the `dynamo` of `checkout` (first on PYTHONPATH; the result names the code
+    actually imported, so a comparison that measured the wrong checkout shows)."""
+    env = dict(os.environ, PYTHONPATH=str(checkout))
+    command = [sys.executable, str(pathlib.Path(__file__).resolve()), "--child", "--op", op,
+               "--requests", str(args.requests), "--connections", str(args.connections), "--keys", str(args.keys)]
+    return subprocess.Popen(command, env=env, cwd=checkout, stdout=subprocess.PIPE, text=True)
+
+
+def _result(process: subprocess.Popen) -> dict:
+    out, _ = process.communicate()
+    if process.returncode != 0:
+        raise SystemExit(f"cpubench: a run failed (exit code {process.returncode})")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tools.cpubench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ops", default="get,put", help="comma-separated: get, put")
+    parser.add_argument("--requests", type=int, default=15000)
+    parser.add_argument("--connections", type=int, default=15)
+    parser.add_argument("--keys", type=int, default=2000, help="preloaded keys the gets read")
+    parser.add_argument("--compare", type=pathlib.Path, help="another checkout, run at the same time")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--op", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        _child(args)
+        return
+    here = pathlib.Path(__file__).resolve().parent.parent
+    for op in args.ops.split(","):
+        if op not in ("get", "put"):
+            parser.error(f"unknown operation {op!r}")
+        for round_number in range(1, args.rounds + 1):
+            processes = [_spawn(here, args, op)]
+            if args.compare is not None:
+                processes.append(_spawn(args.compare.resolve(), args, op))
+            results = [_result(process) for process in processes]
+            line = "  ".join(f"{r['code']}: {r['per_s']} req/s {r['cpu_us']} us CPU/req" for r in results)
+            if len(results) == 2:
+                line += f"  (CPU ratio {results[0]['cpu_us'] / results[1]['cpu_us']:.3f})"
+            print(f"{op} round {round_number}: {line}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
