@@ -13,6 +13,9 @@ Theory of operation
 - `merge_in` is what a replica does with an object from a coordinator, a read repair or a handoff: merge
   it with the local copy (DVV sync: order and repetition do not matter) and store the result, with a hint
   when it stands in for a primary. Merging what is already there writes nothing (but still the hint).
+- The RPC reader takes a primary's kv.replicate without a task when it can (`merge_in_nowait`: the key is
+  free and the committer has room): the same merge, queued at once, answered from the commit's settling.
+  Otherwise, and for hinted copies, it runs `merge_in` in a task as before.
 - A hint's blob is left empty: handoff always sends the current local copy of the key, which holds
   everything any hint of it ever held, so storing the object twice would only cost disk and fsync time.
 - Blobs are canonical encodings (equal objects, equal bytes), so "nothing changed" is a byte compare and a
@@ -243,8 +246,8 @@ class Replica:
         try:
             partition = partition_for_key(bucket, key, self.partitions)
             merged = merge_blobs(self.backend.get(partition, bucket, key), blob)
-            queued = self.committer.enqueue_nowait([Put(partition, bucket, key, merged)] if merged is not None
-                                                   else [])
+            ops = [Put(partition, bucket, key, merged)] if merged is not None else []
+            queued = self.committer.enqueue_nowait(ops)
         except BaseException:
             self.locks.release(name)
             raise

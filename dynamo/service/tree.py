@@ -9,7 +9,7 @@ Theory of operation
   committed, under the key's lock: per key, calls come in commit order, so the last call always carries
   the stored state. Digests are read off the blob (`blob_digest`), without decoding the object.
 - Rebuilt from storage at start-up (`build`, in the background): trees are not persisted. A rebuild costs a
-  scan and a decode per key, but it cannot go stale or be torn by a crash, and checking a persisted tree
+  scan and a digest per key, but it cannot go stale or be torn by a crash, and checking a persisted tree
   against the store would cost the same scan anyway. The scan goes partition by partition, a page at a
   time, yielding to the scheduler between pages, so requests never wait long behind it.
 - Writes during a build cannot leave a tree wrong. The scan fills the same tree the hook updates. A page is
