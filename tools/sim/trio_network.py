@@ -41,7 +41,7 @@ import trio
 from dynamo.rpc import ServerStats, UnknownType
 from dynamo.rpc import frame
 from dynamo.rpc.frame import FrameDecoder, FrameError, encode_frame
-from dynamo.rpc.transport import KIND_BAD_REPLY, KIND_HANDLER, KIND_UNKNOWN_TYPE, SIZE_BYTES_MAX
+from dynamo.rpc.transport import KIND_BAD_REPLY, KIND_HANDLER, KIND_UNKNOWN_TYPE, SIZE_BYTES_MAX, DeferredHandler
 from tools.sim.network import Network, NetworkConfig
 
 if TYPE_CHECKING:
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("sim.net")
 
 Handler = Callable[[str, str, Any], Awaitable[Any]]
-DeferredHandler = Callable[[str, Any, Callable[[Any, "Exception | None"], None]], bool]
 RECENT_LINES = 200
 
 
