@@ -70,6 +70,28 @@ Respond = Callable[[Any, "Exception | None"], None]
 DeferredHandler = Callable[[str, Any, Respond], bool]  # (peer_id, body, respond) -> taken?
 
 
+def offer_deferred(handler: DeferredHandler, peer_id: str, type_: str, body: Any,
+                   send: Callable[[Any, "Exception | None"], None]) -> bool:
+    """Offer one request to a deferred handler. True: taken, and `send(reply, error)` runs exactly once,
+    now or later (a second answer raises RuntimeError); a handler that raises, or answers, has taken it.
+    False: declined, and `send` never runs. Shared by RpcServer and the simulator's server."""
+    answered = False
+
+    def respond(reply: Any, error: Exception | None) -> None:
+        nonlocal answered
+        if answered:
+            raise RuntimeError(f"a {type_!r} request was answered twice")
+        answered = True
+        send(reply, error)
+
+    try:
+        return bool(handler(peer_id, body, respond)) or answered
+    except Exception as exc:
+        if not answered:
+            respond(None, exc)
+        return True
+
+
 class RpcError(Exception):
     """Base of what `PeerPool.call` raises about the remote side."""
 
@@ -338,13 +360,8 @@ class _ServerLink(Link):
         except trio.WouldBlock:
             return False  # every slot busy: the task way waits for one
         request_id, type_ = msg["id"], msg["t"]
-        answered = False
 
-        def respond(body: Any, error: Exception | None) -> None:
-            nonlocal answered
-            if answered:
-                raise RuntimeError(f"a {type_!r} request was answered twice")
-            answered = True
+        def send(body: Any, error: Exception | None) -> None:
             self._slots.release()
             answer = frame.reply(request_id, body) if error is None else \
                 self._handler_error(type_, request_id, error)
@@ -352,15 +369,10 @@ class _ServerLink(Link):
             if data is not None:
                 self.outbox.push(data)  # dropped if the connection closed meanwhile: nobody is left to read it
 
-        try:
-            taken = handler(self.peer_id, msg["b"], respond)
-        except Exception as exc:
-            taken = True
-            if not answered:
-                respond(None, exc)
+        taken = offer_deferred(handler, self.peer_id, type_, msg["b"], send)
         if taken:
             self._server.stats.requests += 1
-        elif not answered:
+        else:
             self._slots.release()
         return taken
 

@@ -41,7 +41,8 @@ import trio
 from dynamo.rpc import ServerStats, UnknownType
 from dynamo.rpc import frame
 from dynamo.rpc.frame import FrameDecoder, FrameError, encode_frame
-from dynamo.rpc.transport import KIND_BAD_REPLY, KIND_HANDLER, KIND_UNKNOWN_TYPE, SIZE_BYTES_MAX, DeferredHandler
+from dynamo.rpc.transport import (KIND_BAD_REPLY, KIND_HANDLER, KIND_UNKNOWN_TYPE, SIZE_BYTES_MAX, DeferredHandler,
+                                  offer_deferred)
 from tools.sim.network import Network, NetworkConfig
 
 if TYPE_CHECKING:
@@ -219,22 +220,9 @@ class SimNetwork:
             server.nursery.start_soon(self._answer, server, conn, msg)
 
     def _offer_deferred(self, server: _Server, conn: Connection, msg: dict, handler: DeferredHandler) -> bool:
-        answered = False
-
-        def respond(body: Any, error: Exception | None) -> None:
-            nonlocal answered
-            if answered:
-                raise RuntimeError(f"a {msg['t']!r} request was answered twice")
-            answered = True
+        def send(body: Any, error: Exception | None) -> None:
             self._send_answer(server, conn, msg, self._answer_frame(server, conn, msg, body, error))
-
-        try:
-            taken = handler(conn.pool.node_id, msg["b"], respond)
-        except Exception as exc:
-            taken = True
-            if not answered:
-                respond(None, exc)
-        return taken
+        return offer_deferred(handler, conn.pool.node_id, msg["t"], msg["b"], send)
 
     async def _answer(self, server: _Server, conn: Connection, msg: dict) -> None:
         try:

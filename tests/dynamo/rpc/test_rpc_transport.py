@@ -440,6 +440,9 @@ def test_deferred_types_answer_through_respond_or_go_the_task_way():
             raise ValueError("refused")
         elif body == "fail":
             respond(None, RuntimeError("commit failed"))
+        elif body == "answer-decline":  # answered, so taken whatever it returns: never a second answer
+            respond(["answered"], None)
+            return False
         return True
 
     async def slow(peer_id, type_, body):
@@ -459,6 +462,7 @@ def test_deferred_types_answer_through_respond_or_go_the_task_way():
                 with pytest.raises(RpcRemoteError, match="commit failed") as caught:
                     await pool.call("B", "put", "fail", timeout_s=5)
                 assert caught.value.kind == "handler"
+                assert await pool.call("B", "put", "answer-decline", timeout_s=5) == ["answered"]
                 replies = []
                 for _ in range(2):
                     pool.request("B", "put", "later", 5, lambda body, error: replies.append((body, error)))
@@ -475,7 +479,7 @@ def test_deferred_types_answer_through_respond_or_go_the_task_way():
                 later[0]("again", None)
                 with pytest.raises(RuntimeError, match="answered twice"):
                     later[0]("twice", None)
-            assert server.stats.requests == 7 and server.stats.handler_errors == 2
+            assert server.stats.requests == 8 and server.stats.handler_errors == 2
             nursery.cancel_scope.cancel()
 
     run(main)
