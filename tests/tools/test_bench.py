@@ -5,6 +5,7 @@ The runs check what was sent and counted (requests > 0, statuses adding up, keys
 every target reached), never how fast: benchmarks are not tests.
 """
 
+import argparse
 import os
 import random
 import shutil
@@ -18,7 +19,7 @@ from hypothesis import given, strategies as st
 
 from tools.bench import __main__ as bench_main
 from tools.bench.cluster import ClusterStartError, endpoint_urls, ring_node_count, start_cluster
-from tools.bench.cpu import cpu_between_s, cpu_s, tree_pids
+from tools.bench.cpu import cpu_between_s, cpu_s, python_loop_us, tree_pids
 from tools.bench.preload import bench_value, preload
 from tools.bench.report import COLUMNS, format_table
 from tools.bench.result import CellResult, WrkOutputError, WrkResult, parse_wrk_output
@@ -320,3 +321,12 @@ def test_wrk_get_run_reads_only_preloaded_keys():
     assert result.requests > 0
     assert result.statuses == ((200, result.requests),)  # no 404: gets hit exactly the preloaded keys
     assert CellResult("get", "one", result).errors == ()
+
+
+def test_the_heading_reads_the_machine_speed_before_and_after():
+    args = argparse.Namespace(value_size=100, duration=10, preload_consistency="all")
+    plan = plan_load(15, 3, 3)
+    text = bench_main.heading(args, "wrk 4.1", plan, ["http://a:1"], None, "b1", [], (14.2, 25.7))
+    assert "- machine speed: `sum(range(1000))` took 14.2 us before the cells and 25.7 us after" in text
+    assert "machine speed" not in bench_main.heading(args, "wrk 4.1", plan, ["http://a:1"], None, "b1", [])
+    assert 0 < python_loop_us(repeat=2, number=50) < 1e6

@@ -4,6 +4,8 @@ Order of a run: find wrk (installing it if allowed), start a cluster if asked, t
 operations in the order given and consistencies within each. The keys the gets read are written once,
 just before the first get cell (preload.py). Progress goes to stderr; the Markdown report to stdout, so
 `python -m tools.bench ... > note.md` keeps just the report. Ctrl-C prints the cells finished so far.
+The report's heading also gives the machine's speed for pure Python before and after the cells
+(cpu.python_loop_us): on a shared machine that drifts, two reports compare only when those agree.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 import urllib.parse
 
 from tools.bench.cluster import ClusterStartError, LocalCluster, start_cluster
-from tools.bench.cpu import cpu_between_s, cpu_s, tree_pids
+from tools.bench.cpu import cpu_between_s, cpu_s, python_loop_us, tree_pids
 from tools.bench.preload import PreloadResult, preload
 from tools.bench.report import format_errors, format_table
 from tools.bench.result import CellResult
@@ -81,7 +83,8 @@ def _log(message: str) -> None:
 
 
 def heading(args: argparse.Namespace, loader: str, plan: LoadPlan, urls: list[str],
-            loaded: PreloadResult | None, run_id: str, results: list[CellResult]) -> str:
+            loaded: PreloadResult | None, run_id: str, results: list[CellResult],
+            speed_us: tuple[float, float] | None = None) -> str:
     lines = [f"### dynamo bench: {args.value_size}-byte values, {args.duration} s per cell, run {run_id}", "",
              f"- load: {loader}, {plan.threads} threads, {plan.connections} keep-alive connections over "
              f"{len(urls)} node(s): {', '.join(urls)}",
@@ -95,6 +98,9 @@ def heading(args: argparse.Namespace, loader: str, plan: LoadPlan, urls: list[st
     if loaded is not None:
         lines.append(f"- preload: {loaded.written}/{loaded.keys} keys at w={args.preload_consistency} "
                      f"in {loaded.duration_s:.1f} s (failed: {format_errors(loaded.failures)})")
+    if speed_us is not None:
+        lines.append(f"- machine speed: `sum(range(1000))` took {speed_us[0]:.1f} us before the cells and "
+                     f"{speed_us[1]:.1f} us after (this machine drifts; compare reports whose readings agree)")
     return "\n".join(lines)
 
 
@@ -105,6 +111,7 @@ def run(args: argparse.Namespace, urls: list[str], wrk_path: str, cpu_pids: tupl
     results: list[CellResult] = []
     loaded = None
     exit_code = 0
+    speed_before_us = python_loop_us()
     try:
         for operation in args.ops:
             for consistency in args.consistency:
@@ -128,7 +135,8 @@ def run(args: argparse.Namespace, urls: list[str], wrk_path: str, cpu_pids: tupl
     except WrkError as error:  # keep what was measured before the failing cell
         _log(f"{error}\nbench: the cells finished before it:")
         exit_code = 1
-    print(heading(args, wrk_version(wrk_path), plan, urls, loaded, run_id, results))
+    speed_us = (speed_before_us, python_loop_us())
+    print(heading(args, wrk_version(wrk_path), plan, urls, loaded, run_id, results, speed_us))
     print()
     print(format_table(results))
     return exit_code
