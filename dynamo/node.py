@@ -13,8 +13,8 @@ Theory of operation
   whose last run did not stop cleanly also gets a new incarnation: a coordinator sends a new version on
   while its own commit of it runs (coordinator.py), so a crash may have lost a dot that already left.
   node.json says "running" from start until `mark_clean_stop`, written once the committer has written
-  every queued batch and none failed. The generation rises at every start (and is at least the Unix time), so gossip takes the new state even
-  after a wipe.
+  every queued batch and none failed. The generation rises at every start (and is at least the Unix time),
+  so gossip takes the new state even after a wipe.
 - `run_node(config)` adds SIGTERM/SIGINT handling; `main(argv)` is `dynamo node --config node.toml`.
 - RPC types served: see `_serve_rpc_types` (kv.get, kv.replicate, kv.handoff, kv.coordinate, gossip, and
   anti-entropy's aae.tree, aae.fetch, aae.push, aae.reap).

@@ -25,8 +25,9 @@ from dynamo.client.result import KVObject, Replicas, Sibling, last_written
 from dynamo.client.sync import Client
 
 __all__ = ["ALL", "AsyncClient", "DEFAULT", "ONE", "QUORUM", "BadRequest", "Client", "ClientError", "Conflict",
-           "ConsistencyWarning", "InvalidArgument", "KVObject", "NotFound", "Options", "PreconditionFailed", "QuorumError", "Replicas",
-           "ServerError", "Sibling", "Siblings", "Timeout", "TooLarge", "Unavailable", "last_written"]
+           "ConsistencyWarning", "InvalidArgument", "KVObject", "NotFound", "Options", "PreconditionFailed",
+           "QuorumError", "Replicas", "ServerError", "Sibling", "Siblings", "Timeout", "TooLarge", "Unavailable",
+           "last_written"]
 
 
 def __getattr__(name: str):

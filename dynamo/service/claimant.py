@@ -5,8 +5,9 @@ Theory of operation
 - Staging is gossip status: a node asked to join (`join`, run on the new node, which must be an empty
   one-node cluster) says hello to the seed ("ring.hello": the seed learns its address, it learns the
   seed's ring and peers, so it routes requests right at once), then restarts its gossip core as JOINING
-  with the seed as its only seed. `leave` (run on the leaving node) sets LEAVING. Force-removals are staged on the node asked. Nothing
-  moves yet. `plan` shows the next ring those changes make (ring/change.py) and what would move.
+  with the seed as its only seed. `leave` (run on the leaving node) sets LEAVING. Force-removals are staged
+  on the node asked. Nothing moves yet. `plan` shows the next ring those changes make (ring/change.py) and
+  what would move.
 - `commit` (any node) goes to the claimant (ring/change.claimant: smallest valid, alive member) as the
   RPC "ring.commit" with the joins and leaves the asker sees staged (the claimant waits a few gossip
   rounds to see them too, so `leave` then `commit` on the same node works at once); the claimant
@@ -247,7 +248,8 @@ class Claimant:
         except (KeyError, TypeError, AttributeError, RingFormatError, TransitionFormatError) as error:
             raise ChangeError(f"the seed {seed} sent a ring this node cannot read: {error}") from None
         if ring.partitions != membership.ring.partitions:
-            raise ChangeError(f"the seed's ring has {ring.partitions} partitions, this node {membership.ring.partitions}")
+            raise ChangeError(f"the seed's ring has {ring.partitions} partitions, "
+                              f"this node {membership.ring.partitions}")
         for node, (host, port) in addresses.items():
             if node != self.node_id:
                 membership.pool.set_address(node, host, port)

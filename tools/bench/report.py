@@ -4,8 +4,8 @@ One row per cell in the order run. ops/s counts successes only (result.py says w
 operation), so a node that fails fast with 503s cannot look faster than one that answers. Latencies are
 in milliseconds. "CPU ms/req" is the CPU the cluster's node processes spent per completed request (user +
 system, every thread; "n/a" when the bench did not start the cluster and so cannot see its processes): on
-a machine shared with the load generator it moves less than ops/s. The errors column lists each non-success status and each kind of socket error with its
-count, or "none".
+a machine shared with the load generator it moves less than ops/s. The errors column lists each non-success
+status and each kind of socket error with its count, or "none".
 """
 
 from __future__ import annotations

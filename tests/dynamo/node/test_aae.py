@@ -154,10 +154,11 @@ def test_writes_during_a_build_leave_the_tree_exact(monkeypatch):
             for i in range(400):
                 key = rng.choice(keys)
                 obj = None if rng.random() < 0.2 else put(None, Content(f"{i}".encode()), None, f"w:{i}")
-                op = Delete(partition_of[key], b"b", key) if obj is None else Put(partition_of[key], b"b", key, encode_object(obj))
+                partition = partition_of[key]
+                op = Delete(partition, b"b", key) if obj is None else Put(partition, b"b", key, encode_object(obj))
                 backend.write_batch([op])
                 await trio.sleep(0)  # committed; the hook runs a scheduling pass later
-                trees.on_stored(partition_of[key], b"b", key, None if obj is None else op.blob)
+                trees.on_stored(partition, b"b", key, None if obj is None else op.blob)
                 during.append(not trees.all_built)
                 await trio.sleep(0)
 
