@@ -14,7 +14,8 @@ Rules it keeps:
   reading when the previous read also found data without waiting, so a flooding peer costs the loop one
   scheduler pass every other read, and the common read-process-wait cycle costs none.
 - `send_all` returns once the kernel has every byte; it only waits (and so only checkpoints) on a full
-  socket buffer. Its caller (the outbox writer) parks right after, which is its yield.
+  socket buffer. Its caller (the outbox writer) parks right after, which is its yield. `send_nowait` is
+  the part of it that never waits: a reader flushing its own answers uses it (transport.Outbox.flush).
 - Errors come out as trio's stream errors (BrokenResourceError, ClosedResourceError), so connection loops
   handle both kinds of channel the same way. End of stream is b"", as with trio.
 - The duplicate is closed (after `notify_closing`, as trio requires for a descriptor it may be watching)
@@ -77,6 +78,16 @@ class SocketChannel:
                     await self._wait(trio.lowlevel.wait_writable)
                 except OSError as exc:
                     raise _stream_error(exc) from exc
+
+    def send_nowait(self, data: bytes) -> int:
+        """Send what the kernel takes at once, never waiting: the number of bytes sent, 0 when its buffer
+        is full. For a writer that hands the rest to `send_all` (see transport.Outbox.flush)."""
+        try:
+            return self._sock.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise _stream_error(exc) from exc
 
     async def _wait(self, wait_fn) -> None:
         if self._sock.fileno() < 0:

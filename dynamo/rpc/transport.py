@@ -20,7 +20,8 @@ request to `handler(peer_id, type, body)` in its own task, at most `concurrency_
 connection: when all slots are busy the reader stops reading and TCP pushes back on the peer.
 Types listed in `inline` (type -> sync `fn(peer_id, body)`, for handlers that never wait, such as a read
 of the local store) are answered in the reader's own loop instead: no task, no scheduler pass, and every
-answer to the requests of one read goes out in one write. An inline handler must be quick: the loop
+answer to the requests of one read goes out in one write, which the reader makes itself when the writer
+is idle (`Outbox.stage` and `flush`). An inline handler must be quick: the loop
 serves nothing else while it runs. Its errors are answered exactly like a task's.
 Types listed in `deferred` (type -> sync `fn(peer_id, body, respond) -> bool`) are for handlers that
 wait, but on a callback rather than a task (a replica write waits for its group commit): the reader offers
@@ -121,7 +122,15 @@ class Outbox:
     """Frames queued by many tasks and written by one writer task, in batches.
 
     The writer parks on its own task (no Event per wake-up): queueing a frame into an empty outbox
-    reschedules it, and whatever else is queued before it runs goes out in the same write."""
+    reschedules it, and whatever else is queued before it runs goes out in the same write.
+
+    A connection's reader that answers requests itself (inline handlers) does better than waking the
+    writer for each read: it `stage`s its answers (queued, writer left asleep) and `flush`es them once it
+    has handled the whole read, before it waits again. The flush writes them straight to the socket
+    (`send_nowait`) when the writer is idle, so every answer to one read goes out in one write with no
+    task switch; whatever the kernel does not take at once, or anything queued while the writer is busy,
+    is left to the writer, in order. A reader must flush before any wait of its own (it could otherwise
+    sit on staged answers); `put` wakes the writer before it waits for room, so staged frames drain."""
 
     def __init__(self, high_bytes: int = OUTBOX_BYTES_HIGH):
         self._frames: list[bytes] = []
@@ -139,6 +148,7 @@ class Outbox:
     async def put(self, data: bytes) -> None:
         """Queue a frame, waiting while the queue is over the high mark. Raises RpcUnavailable if closed."""
         while self._queued_bytes >= self._high_bytes and self.closed_reason is None:
+            self._wake_writer()  # staged frames may be what fills the queue: they must go for room to come
             await self._room.park()
         if self.closed_reason is not None:
             raise RpcUnavailable(f"connection closed: {self.closed_reason}")
@@ -158,6 +168,38 @@ class Outbox:
             return False
         self._append(data)
         return True
+
+    def stage(self, data: bytes) -> bool:
+        """`put_nowait` without waking the writer: the caller will `flush` before it next waits."""
+        if self.closed_reason is not None or self._queued_bytes >= self._high_bytes:
+            return False
+        self._frames.append(data)
+        self._queued_bytes += len(data)
+        return True
+
+    def flush(self, channel: Any) -> None:
+        """Send what is queued now from the calling task when the writer is idle (see the class docstring);
+        otherwise, or for what the kernel did not take, make sure the writer runs."""
+        frames = self._frames
+        if not frames:
+            return
+        send_nowait = getattr(channel, "send_nowait", None)
+        if self._writer is None or send_nowait is None or self.closed_reason is not None:
+            self._wake_writer()  # busy (it takes the frames after its current write), closing, or no socket
+            return
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        try:
+            sent = send_nowait(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            sent = 0  # the writer meets the same error and closes the link
+        if sent == len(data):
+            self._frames, self._queued_bytes = [], 0
+            if self._room:
+                self._room.unpark_all()
+            return
+        rest = data[sent:]
+        self._frames, self._queued_bytes = [rest], len(rest)
+        self._wake_writer()
 
     def _append(self, data: bytes) -> None:
         self._frames.append(data)
@@ -269,6 +311,7 @@ class Link:
             while True:
                 for msg in messages:
                     await self.on_message(msg, nursery)
+                self.outbox.flush(self.channel)  # the answers staged for this read, in one write
                 data = await self.channel.receive_some()
                 if not data:
                     return "closed by peer"
@@ -308,7 +351,7 @@ class _ServerLink(Link):
         inline = self._server.inline.get(type_)
         if inline is not None:
             answer = self._answer_inline(msg, inline)
-            if answer is not None and not self.outbox.put_nowait(answer):
+            if answer is not None and not self.outbox.stage(answer):  # the reader flushes it (Link._read)
                 await self.outbox.put(answer)  # over the high mark: stop reading until it drains
             return
         deferred = self._server.deferred.get(type_)
@@ -317,6 +360,7 @@ class _ServerLink(Link):
         try:
             self._slots.acquire_nowait()  # the common case: no scheduler round trip per request
         except trio.WouldBlock:
+            self.outbox.flush(self.channel)  # nothing staged may wait behind the wait for a slot
             await self._slots.acquire()  # all slots busy: stop reading until one frees
         nursery.start_soon(self._dispatch, msg)
 

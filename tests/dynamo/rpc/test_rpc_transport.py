@@ -309,6 +309,48 @@ def test_outbox_batches_frames_queued_together_and_pushes_back():
     run(body)
 
 
+def test_a_reader_flushes_what_it_staged_itself_and_leaves_the_rest_to_the_writer():
+    class Channel:
+        def __init__(self):
+            self.room = 1000  # bytes the kernel takes at once
+            self.direct, self.writes = [], []
+
+        def send_nowait(self, data):
+            taken = bytes(data[:self.room])
+            self.room -= len(taken)
+            self.direct.append(taken)
+            return len(taken)
+
+        async def send_all(self, data):
+            self.writes.append(bytes(data))
+
+    async def body():
+        channel, outbox = Channel(), Outbox(high_bytes=100)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(outbox.run, channel)
+            await wait_all_tasks_blocked()  # the writer is idle
+            assert outbox.stage(b"a1") and outbox.stage(b"a2")
+            await wait_all_tasks_blocked()
+            assert channel.direct == channel.writes == []  # staged: the writer was left asleep
+            outbox.flush(channel)
+            assert channel.direct == [b"a1a2"] and channel.writes == []  # one write, from the caller
+            channel.room = 1  # the kernel takes one byte: the writer sends the rest
+            assert outbox.stage(b"bc")
+            outbox.flush(channel)
+            await wait_all_tasks_blocked()
+            assert channel.direct[-1] == b"b" and channel.writes == [b"c"]
+            channel.room = 0
+            assert outbox.stage(b"x" * 100)  # now at the high mark: staging refuses more ...
+            assert not outbox.stage(b"y")
+            await outbox.put(b"z")  # ... and a put wakes the writer, which drains the staged frame
+            await wait_all_tasks_blocked()
+            assert channel.writes == [b"c", b"x" * 100, b"z"]
+            outbox.flush(channel)  # nothing queued: nothing sent
+            assert channel.direct[-1] == b"b"
+            nursery.cancel_scope.cancel()
+    run(body)
+
+
 def test_server_restart_client_reconnects_after_backoff():
     async def body():
         async with PeerPool("A", "prod", SECRET, backoff_min_s=0.05, backoff_max_s=0.2) as pool:
