@@ -37,6 +37,7 @@ from typing import Any, Callable, Sequence
 
 import trio
 
+from dynamo import gc_policy
 from dynamo.api import Api
 from dynamo.bucket import BadProps, BucketProps, BucketRegistry
 from dynamo.config import ConfigError, Member, NodeConfig, load_config
@@ -369,6 +370,7 @@ class Node:
             "commit_ops": self.committer.ops_written, "rpc_requests": self.rpc_server.stats.requests,
             "rpc_handler_errors": self.rpc_server.stats.handler_errors,
             **self.ownership.gauges(),  # ring change: transfers remaining, keys sent/received/dropped
+            **gc_policy.gc_report(),  # the garbage collector: collections, thresholds, objects frozen
         }
         return self.stats.to_json(gauges)
 
@@ -381,13 +383,17 @@ async def _stop_on_signal(cancel_scope: trio.CancelScope, node: Node) -> None:
             return
 
 
-async def run_node(config: NodeConfig, *, log_prefix: bool = True,
+async def run_node(config: NodeConfig, *, log_prefix: bool = True, own_process: bool = False,
                    task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-    """Run a node until SIGTERM/SIGINT (or until cancelled); `task_status.started` gets the Node."""
+    """Run a node until SIGTERM/SIGINT (or until cancelled); `task_status.started` gets the Node. With
+    `own_process` (the process is this node: `dynamo node`) the start-up objects are frozen out of
+    garbage collection once the node serves (gc_policy.py)."""
     node = Node(config, log_prefix=log_prefix)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope, node)
         await nursery.start(_run_until_stopped, node, nursery.cancel_scope)
+        if own_process:
+            gc_policy.freeze_startup_objects()
         task_status.started(node)
 
 
@@ -440,8 +446,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s {config.node_id} %(levelname)s %(name)s: %(message)s")
+    gc_policy.tune_for_serving()
     try:
-        trio.run(functools.partial(run_node, config, log_prefix=False))
+        trio.run(functools.partial(run_node, config, log_prefix=False, own_process=True))
     except (ConfigError, StorageError, OSError) as error:
         print(f"dynamo node {config.node_id}: {error}", file=sys.stderr)
         return 1

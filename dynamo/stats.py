@@ -30,7 +30,7 @@ COUNTERS = (
     "aae_exchanges", "aae_keys_repaired", "aae_tombstones_reaped", "writes_forwarded",
 )
 # Gauges of the node (handed to to_json by node.py) that only ever rise: counters to Prometheus.
-RISING_GAUGES = ("commit_batches", "commit_ops", "rpc_requests", "rpc_handler_errors")
+RISING_GAUGES = ("commit_batches", "commit_ops", "rpc_requests", "rpc_handler_errors", "gc_collections")
 # The /metrics HELP text per /stats field; a field missing here still gets a generic one.
 HELP = {
     "node_gets": "Gets this node coordinated", "node_puts": "Puts and deletes this node coordinated",
@@ -53,6 +53,8 @@ HELP = {
     "aae_exchanges": "Anti-entropy tree exchanges this node started",
     "aae_keys_repaired": "Keys anti-entropy wrote on either side of an exchange",
     "aae_tombstones_reaped": "Tombstones reaped here once every primary held them",
+    "gc_collections": "Garbage collections of the node process", "gc_thresholds": "Garbage collector thresholds",
+    "gc_frozen_objects": "Objects exempt from garbage collection (frozen at start-up)",
 }
 
 

@@ -1,23 +1,30 @@
 """CPU per request of a whole cluster: three real nodes (SQLite, default settings) in one process.
 
-    python -m tools.cpubench [--ops get,put] [--requests 15000] [--compare OTHER_CHECKOUT] [--rounds 3]
+    python -m tools.cpubench [--ops get,put] [--requests 15000] [--compare OTHER_CHECKOUT] [--rounds 3] [--python-gc]
 
 Why: on a shared 2-core VM the speed of the machine drifts by up to 2x within minutes, so two runs of
 `tools.bench` minutes apart cannot show a 10% change. Here the three nodes (real RPC on loopback, real
 HTTP server, SQLite with group commit) and keep-alive HTTP clients share one trio loop, so the process's
 CPU time divided by the requests is the cluster's whole cost of a request, with no scheduler noise
 between processes. `--compare DIR` runs this checkout and the one in DIR at the same time, each in its
-own process (one per core), so both see the same machine; each round prints both and their ratio.
+own process, both pinned to the same CPU (time-sliced on one core, so both see the same core: two cores
+of this VM can differ by 10%); each round prints both and their ratio.
 
 Each run preloads `--keys` keys at w=all, then sends `--requests` requests from `--connections`
 connections spread over the nodes: gets at r=quorum of uniformly chosen preloaded keys, or puts at
 w=quorum of keys never written before, 100-byte values. Every answer must be 200/204 (else it stops
 with the response). A benchmark measures and prints; it asserts nothing about speed.
+
+The process sets the garbage collector as a node process does (dynamo/gc_policy.py: tuned thresholds,
+start-up objects frozen once the nodes serve), or keeps CPython's defaults with `--python-gc` (and
+always for a checkout without gc_policy). Each result also gives the collector's share: its time per
+request (CPU time), measured with gc.callbacks.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import pathlib
@@ -89,8 +96,39 @@ async def _load(ports: list[int], per_connection: list[list[bytes]]) -> None:
             nursery.start_soon(_client, ports[index % len(ports)], requests)
 
 
-async def measure(op: str, requests: int, connections: int, keys: int, data_root: pathlib.Path) -> dict:
-    """Start the three nodes, preload, run the load; return requests/s and CPU us per request."""
+class _GcTimer:
+    """Time spent in garbage collection while `on`, from gc.callbacks."""
+
+    def __init__(self) -> None:
+        self.on, self.total_s, self._started_s = False, 0.0, 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, _info: dict) -> None:  # CPU time of the thread the collection runs in
+        if phase == "start":
+            self._started_s = time.thread_time()
+        elif self.on:
+            self.total_s += time.thread_time() - self._started_s
+
+
+def _gc_policy():
+    """The checkout's dynamo.gc_policy module, or None when it has none (an editable install of another
+    checkout may still supply one: that one does not count)."""
+    import dynamo
+    try:
+        from dynamo import gc_policy
+    except ImportError:
+        return None
+    here = pathlib.Path(dynamo.__file__).resolve().parent
+    return gc_policy if pathlib.Path(gc_policy.__file__).resolve().parent == here else None
+
+
+async def measure(op: str, requests: int, connections: int, keys: int, data_root: pathlib.Path,
+                  policy=None) -> dict:
+    """Start the three nodes, preload, run the load; return requests/s, CPU and GC us per request.
+    `policy`: a gc_policy module to apply as a node process does, or None for CPython's defaults."""
+    gc_timer = _GcTimer()
+    if policy is not None:
+        policy.tune_for_serving()
     listeners = {n: (await trio.open_tcp_listeners(0, host="127.0.0.1"),
                      await trio.open_tcp_listeners(0, host="127.0.0.1")) for n in NODES}
     ports = {n: (pair[0][0].socket.getsockname()[1], pair[1][0].socket.getsockname()[1])
@@ -105,6 +143,8 @@ async def measure(op: str, requests: int, connections: int, keys: int, data_root
                 rpc_listeners=listeners[n][0], http_listeners=listeners[n][1], task_status=task_status))
         http_ports = [ports[n][1] for n in NODES]
         await trio.sleep(1)  # the nodes see each other up
+        if policy is not None:
+            policy.freeze_startup_objects()  # as `dynamo node` does once it serves
         await _load(http_ports, [[_put(b"load-%d" % k, b"all") for k in range(c, keys, connections)]
                                  for c in range(connections)])
         rng = random.Random(1)
@@ -114,26 +154,36 @@ async def measure(op: str, requests: int, connections: int, keys: int, data_root
         else:
             load = [[_put(b"new-%d-%d" % (c, i), b"quorum") for i in range(each)] for c in range(connections)]
         started_s, cpu_s = time.perf_counter(), time.process_time()
+        gc_timer.on = True
         await _load(http_ports, load)
+        gc_timer.on = False
         elapsed_s, cpu_s = time.perf_counter() - started_s, time.process_time() - cpu_s
         nursery.cancel_scope.cancel()
     done = each * connections
     return {"op": op, "requests": done, "per_s": round(done / elapsed_s), "cpu_us": round(cpu_s / done * 1e6, 1),
+            "gc_us": round(gc_timer.total_s / done * 1e6, 1), "gc": "node policy" if policy else "python defaults",
             "code": str(pathlib.Path(sys.modules[Node.__module__].__file__).resolve().parent.parent)}
 
 
 def _child(args) -> None:
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
     with tempfile.TemporaryDirectory(prefix="cpubench-") as root:
-        result = trio.run(measure, args.op, args.requests, args.connections, args.keys, pathlib.Path(root))
+        policy = None if args.python_gc else _gc_policy()
+        result = trio.run(measure, args.op, args.requests, args.connections, args.keys, pathlib.Path(root), policy)
     print(json.dumps(result))
 
 
-def _spawn(checkout: pathlib.Path, args, op: str) -> subprocess.Popen:
+def _spawn(checkout: pathlib.Path, args, op: str, cpu: int | None = None) -> subprocess.Popen:
     """This script, measuring the `dynamo` of `checkout` (first on PYTHONPATH; the result names the code
     actually imported, so a comparison that measured the wrong checkout shows)."""
     env = dict(os.environ, PYTHONPATH=str(checkout))
     command = [sys.executable, str(pathlib.Path(__file__).resolve()), "--child", "--op", op,
                "--requests", str(args.requests), "--connections", str(args.connections), "--keys", str(args.keys)]
+    if args.python_gc:
+        command.append("--python-gc")
+    if cpu is not None:
+        command += ["--cpu", str(cpu)]
     return subprocess.Popen(command, env=env, cwd=checkout, stdout=subprocess.PIPE, text=True)
 
 
@@ -152,8 +202,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keys", type=int, default=2000, help="preloaded keys the gets read")
     parser.add_argument("--compare", type=pathlib.Path, help="another checkout, run at the same time")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--python-gc", action="store_true",
+                        help="keep CPython's garbage collector settings instead of a node process's")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--op", help=argparse.SUPPRESS)
+    parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         _child(args)
@@ -163,11 +216,14 @@ def main(argv: list[str] | None = None) -> None:
         if op not in ("get", "put"):
             parser.error(f"unknown operation {op!r}")
         for round_number in range(1, args.rounds + 1):
-            processes = [_spawn(here, args, op)]
-            if args.compare is not None:
-                processes.append(_spawn(args.compare.resolve(), args, op))
+            if args.compare is None:
+                processes = [_spawn(here, args, op)]
+            else:  # both on one CPU: the last this process may use
+                cpu = max(os.sched_getaffinity(0))
+                processes = [_spawn(here, args, op, cpu), _spawn(args.compare.resolve(), args, op, cpu)]
             results = [_result(process) for process in processes]
-            line = "  ".join(f"{r['code']}: {r['per_s']} req/s {r['cpu_us']} us CPU/req" for r in results)
+            line = "  ".join(f"{r['code']}: {r['per_s']} req/s {r['cpu_us']} us CPU/req ({r['gc_us']} in GC, "
+                             f"{r['gc']})" for r in results)
             if len(results) == 2:
                 line += f"  (CPU ratio {results[0]['cpu_us'] / results[1]['cpu_us']:.3f})"
             print(f"{op} round {round_number}: {line}", flush=True)

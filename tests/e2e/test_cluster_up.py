@@ -5,6 +5,7 @@ output for the endpoints and the node pids, talks to the nodes over HTTP, runs `
 them, and sends SIGINT as a terminal's Ctrl-C would.
 """
 
+import json
 import pathlib
 import signal
 import socket
@@ -13,6 +14,8 @@ import sys
 import threading
 
 import pytest
+
+from dynamo.gc_policy import YOUNG_COLLECTION_ALLOCATIONS
 
 
 def start_cluster_up(data_dir, base: int) -> subprocess.Popen:
@@ -113,6 +116,8 @@ def test_cluster_up_serves_stops_on_ctrl_c_and_keeps_its_data(tmp_path, helpers,
     assert members.returncode == 0 and members.stdout.count(" up ") == 3, members.stdout
     status = admin("status", urls[1])
     assert status.returncode == 0 and "keys_stored" in status.stdout
+    stats = json.loads(helpers.request(urls[0], "GET", "/stats").body)  # a node process sets its collector
+    assert stats["gc_thresholds"]["gen0"] == YOUNG_COLLECTION_ALLOCATIONS and stats["gc_frozen_objects"] > 0
     assert "stopped" in stop_with_ctrl_c(child, first_pids)
     assert admin("status", urls[0]).returncode == 1  # nothing answers any more
 
