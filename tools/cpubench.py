@@ -131,11 +131,17 @@ def _workload(op: str, connections: int, keys: int) -> list[Iterator[bytes]]:
 
 
 class _GcTimer:
-    """Time spent in garbage collection while `on`, from gc.callbacks."""
+    """Time spent in garbage collection while `on`, from gc.callbacks (registered while in `with`)."""
 
     def __init__(self) -> None:
         self.on, self.total_s, self._started_s = False, 0.0, 0.0
+
+    def __enter__(self) -> "_GcTimer":
         gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        gc.callbacks.remove(self._callback)
 
     def _callback(self, phase: str, _info: dict) -> None:  # CPU time of the thread the collection runs in
         if phase == "start":
@@ -161,7 +167,12 @@ async def measure(op: str, seconds: float, connections: int, keys: int, data_roo
     """Start the three nodes, preload, then (once `await start()` returns, if given) load them for
     `seconds`; return requests/s, CPU and GC us per request. `policy`: a gc_policy module to apply as a
     node process does, or None for CPython's defaults."""
-    gc_timer = _GcTimer()
+    with _GcTimer() as gc_timer:
+        return await _measure(op, seconds, connections, keys, data_root, policy, start, gc_timer)
+
+
+async def _measure(op: str, seconds: float, connections: int, keys: int, data_root: pathlib.Path,
+                   policy, start, gc_timer: _GcTimer) -> dict:
     if policy is not None:
         policy.tune_for_serving()
     listeners = {n: (await trio.open_tcp_listeners(0, host="127.0.0.1"),

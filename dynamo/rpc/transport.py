@@ -21,8 +21,8 @@ connection: when all slots are busy the reader stops reading and TCP pushes back
 Types listed in `inline` (type -> sync `fn(peer_id, body)`, for handlers that never wait, such as a read
 of the local store) are answered in the reader's own loop instead: no task, no scheduler pass, and every
 answer to the requests of one read goes out in one write, which the reader makes itself when the writer
-is idle (`Outbox.stage` and `flush`). An inline handler must be quick: the loop
-serves nothing else while it runs. Its errors are answered exactly like a task's.
+is idle (`Outbox.stage` and `flush`). An inline handler must be quick: the loop serves nothing else while
+it runs. Its errors are answered exactly like a task's.
 Types listed in `deferred` (type -> sync `fn(peer_id, body, respond) -> bool`) are for handlers that
 wait, but on a callback rather than a task (a replica write waits for its group commit): the reader offers
 the request; the handler returns True having taken it, and calls `respond(body, None)` or
