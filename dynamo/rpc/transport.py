@@ -164,17 +164,16 @@ class Outbox:
 
     def put_nowait(self, data: bytes) -> bool:
         """Queue a frame unless closed or full; say whether it was queued (for best-effort casts)."""
-        if self.closed_reason is not None or self._queued_bytes >= self._high_bytes:
+        if not self.has_room:
             return False
         self._append(data)
         return True
 
     def stage(self, data: bytes) -> bool:
         """`put_nowait` without waking the writer: the caller will `flush` before it next waits."""
-        if self.closed_reason is not None or self._queued_bytes >= self._high_bytes:
+        if not self.has_room:
             return False
-        self._frames.append(data)
-        self._queued_bytes += len(data)
+        self._append(data, wake=False)
         return True
 
     def flush(self, channel: Any) -> None:
@@ -201,10 +200,11 @@ class Outbox:
         self._frames, self._queued_bytes = [rest], len(rest)
         self._wake_writer()
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes, wake: bool = True) -> None:
         self._frames.append(data)
         self._queued_bytes += len(data)
-        self._wake_writer()
+        if wake:
+            self._wake_writer()
 
     def _wake_writer(self) -> None:
         writer, self._writer = self._writer, None
