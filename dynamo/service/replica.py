@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 import trio
 
 from dynamo.object import StoredObject, decode_object, encode_object, merge
-from dynamo.storage import Delete, GroupCommitter, HintAdd, HintStore, Put
+from dynamo.storage import Delete, GroupCommitter, HintAdd, HintStore, Op, Put
 from dynamo.stats import Stats
 from ring.hashing import partition_for_key
 
@@ -221,14 +221,10 @@ class Replica:
         name = (bucket, key)
         await self.locks.acquire(name)
         try:
-            partition = partition_for_key(bucket, key, self.partitions)
-            merged = merge_blobs(self.backend.get(partition, bucket, key), blob)
-            ops = [Put(partition, bucket, key, merged)] if merged is not None else []
-            ops += self._hint_op(hint_for, partition, bucket, key)
+            partition, merged, ops = self._merge(bucket, key, blob, hint_for)
             if ops:
                 await self.committer.submit(ops)
-            if merged is not None and self.on_stored is not None:
-                self.on_stored(partition, bucket, key, merged)
+            self._merged_stored(partition, bucket, key, merged)
         finally:
             self.locks.release(name)
         self.stats.vnode_puts += 1
@@ -244,9 +240,7 @@ class Replica:
         if not self.locks.try_acquire(name):
             return False
         try:
-            partition = partition_for_key(bucket, key, self.partitions)
-            merged = merge_blobs(self.backend.get(partition, bucket, key), blob)
-            ops = [Put(partition, bucket, key, merged)] if merged is not None else []
+            partition, merged, ops = self._merge(bucket, key, blob, None)
             queued = self.committer.enqueue_nowait(ops)
         except BaseException:
             self.locks.release(name)
@@ -257,8 +251,8 @@ class Replica:
 
         def settled(error: Exception | None) -> None:
             try:
-                if error is None and merged is not None and self.on_stored is not None:
-                    self.on_stored(partition, bucket, key, merged)
+                if error is None:
+                    self._merged_stored(partition, bucket, key, merged)
             except Exception as exc:  # as merge_in would raise it
                 error = exc
             finally:
@@ -268,6 +262,20 @@ class Replica:
             on_done(error)
         queued.on_settled(settled)
         return True
+
+    def _merge(self, bucket: bytes, key: bytes, blob: bytes,
+               hint_for: str | None) -> tuple[int, bytes | None, list[Op]]:
+        """(partition, the local copy merged with `blob` or None when that changes nothing, the ops that
+        store it with the hint for `hint_for`): the merge step of merge_in and merge_in_nowait."""
+        partition = partition_for_key(bucket, key, self.partitions)
+        merged = merge_blobs(self.backend.get(partition, bucket, key), blob)
+        ops: list[Op] = [Put(partition, bucket, key, merged)] if merged is not None else []
+        return partition, merged, ops + self._hint_op(hint_for, partition, bucket, key)
+
+    def _merged_stored(self, partition: int, bucket: bytes, key: bytes, merged: bytes | None) -> None:
+        """A merge committed: tell the trees when it changed the copy."""
+        if merged is not None and self.on_stored is not None:
+            self.on_stored(partition, bucket, key, merged)
 
     async def merge_many(self, items: Sequence[tuple[bytes, bytes, bytes]], hint_for: str | None = None) -> None:
         """Merge several copies in one durable submit (handoff batches). Locks are taken in key order so
