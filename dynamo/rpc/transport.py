@@ -71,8 +71,7 @@ Respond = Callable[[Any, "Exception | None"], None]
 DeferredHandler = Callable[[str, Any, Respond], bool]  # (peer_id, body, respond) -> taken?
 
 
-def offer_deferred(handler: DeferredHandler, peer_id: str, type_: str, body: Any,
-                   send: Callable[[Any, "Exception | None"], None]) -> bool:
+def offer_deferred(handler: DeferredHandler, peer_id: str, type_: str, body: Any, send: Respond) -> bool:
     """Offer one request to a deferred handler. True: taken, and `send(reply, error)` runs exactly once,
     now or later (a second answer raises RuntimeError); a handler that raises, or answers, has taken it.
     False: declined, and `send` never runs. Shared by RpcServer and the simulator's server."""

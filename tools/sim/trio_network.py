@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import hashlib
 import heapq
 import itertools
@@ -220,8 +221,7 @@ class SimNetwork:
             server.nursery.start_soon(self._answer, server, conn, msg)
 
     def _offer_deferred(self, server: _Server, conn: Connection, msg: dict, handler: DeferredHandler) -> bool:
-        def send(body: Any, error: Exception | None) -> None:
-            self._send_answer(server, conn, msg, self._answer_frame(server, conn, msg, body, error))
+        send = functools.partial(self._send_answer, server, conn, msg)
         return offer_deferred(handler, conn.pool.node_id, msg["t"], msg["b"], send)
 
     async def _answer(self, server: _Server, conn: Connection, msg: dict) -> None:
@@ -229,7 +229,7 @@ class SimNetwork:
             body, error = await server.handler(conn.pool.node_id, msg["t"], msg["b"]), None
         except Exception as exc:
             body, error = None, exc
-        self._send_answer(server, conn, msg, self._answer_frame(server, conn, msg, body, error))
+        self._send_answer(server, conn, msg, body, error)
 
     @staticmethod
     def _answer_frame(server: _Server, conn: Connection, msg: dict, body: Any, error: Exception | None) -> dict:
@@ -242,7 +242,9 @@ class SimNetwork:
             return frame.error(request_id, f"{type(error).__name__}: {error}", KIND_HANDLER)
         return frame.reply(request_id, body)
 
-    def _send_answer(self, server: _Server, conn: Connection, msg: dict, answer: dict) -> None:
+    def _send_answer(self, server: _Server, conn: Connection, msg: dict, body: Any, error: Exception | None) -> None:
+        """Answer a request with `body`, or with the error frame for `error`, as RpcServer would."""
+        answer = self._answer_frame(server, conn, msg, body, error)
         request_id = msg["id"]
         if request_id == frame.ONE_WAY_ID or self.servers.get(server.node_id) is not server:
             return  # nothing to answer, or the server died meanwhile: nobody sends its reply
