@@ -198,7 +198,7 @@ class Node:
                                           now_s=self.wall_clock_ns() / 1e9)
             self.actor = f"{self.config.node_id}:{self.identity.incarnation}"
             self.backend = backend
-            self.committer = GroupCommitter(backend)
+            self.committer = GroupCommitter(backend, in_thread=None if self.config.commit_from_loop else True)
             self.hints = HintStore(self.committer)
             async with trio.open_nursery() as outer:
                 await outer.start(self._run_committer)
@@ -367,7 +367,9 @@ class Node:
             "ring_members": len(membership.ring.nodes), "members_down": sorted(membership.down),
             "http_inflight": self.http_server.inflight if self.http_server is not None else 0,
             "commit_batches": self.committer.batches_written,
-            "commit_ops": self.committer.ops_written, "rpc_requests": self.rpc_server.stats.requests,
+            "commit_ops": self.committer.ops_written, "commit_batches_in_loop": self.committer.batches_in_loop,
+            "commit_slow_loop_writes": self.committer.slow_loop_writes,
+            "rpc_requests": self.rpc_server.stats.requests,
             "rpc_handler_errors": self.rpc_server.stats.handler_errors,
             **self.ownership.gauges(),  # ring change: transfers remaining, keys sent/received/dropped
             **gc_policy.gc_report(),  # the garbage collector: collections, thresholds, objects frozen

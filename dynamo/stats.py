@@ -30,7 +30,8 @@ COUNTERS = (
     "aae_exchanges", "aae_keys_repaired", "aae_tombstones_reaped", "writes_forwarded",
 )
 # Gauges of the node (handed to to_json by node.py) that only ever rise: counters to Prometheus.
-RISING_GAUGES = ("commit_batches", "commit_ops", "rpc_requests", "rpc_handler_errors", "gc_collections")
+RISING_GAUGES = ("commit_batches", "commit_ops", "commit_batches_in_loop", "commit_slow_loop_writes", "rpc_requests",
+                 "rpc_handler_errors", "gc_collections")
 # The /metrics HELP text per /stats field; a field missing here still gets a generic one.
 HELP = {
     "node_gets": "Gets this node coordinated", "node_puts": "Puts and deletes this node coordinated",
@@ -48,7 +49,10 @@ HELP = {
     "hints_pending": "Hints waiting for their primary", "ring_version": "Version of the ring this node holds",
     "ring_members": "Members of the ring", "members_down": "Members this node sees down",
     "http_inflight": "HTTP requests in progress", "commit_batches": "Storage group commits written",
-    "commit_ops": "Storage operations committed", "rpc_requests": "RPC requests served",
+    "commit_ops": "Storage operations committed",
+    "commit_batches_in_loop": "Storage group commits written from the event loop (the rest from a worker thread)",
+    "commit_slow_loop_writes": "Group commits from the event loop that were slow (the next went to the thread)",
+    "rpc_requests": "RPC requests served",
     "rpc_handler_errors": "RPC requests whose handler failed",
     "aae_exchanges": "Anti-entropy tree exchanges this node started",
     "aae_keys_repaired": "Keys anti-entropy wrote on either side of an exchange",

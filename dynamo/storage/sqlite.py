@@ -8,10 +8,12 @@ One process owns a store: an exclusive flock on `<file>.lock` refuses a second o
 single-writer design assume it); the kernel releases it when the process dies, even by SIGKILL.
 
 Two connections, each guarded by its own lock because trio's worker threads differ from call to call:
-- the writer, used by write_batch (in practice only the group committer's worker thread);
+- the writer, used by write_batch (in practice only the group committer, from the event loop or its
+  worker thread: commit.py);
 - the reader, used by every read. WAL lets it read the last committed state while a commit is running,
-  so gets from the event loop never wait for an fsync. Reads run in autocommit and fetch whole pages, so
-  no read transaction stays open to pin the WAL.
+  so a read never waits on SQLite for an fsync (the loop only does while it writes a small batch itself,
+  commit.py). Reads run in autocommit and fetch whole pages, so no read transaction stays open to pin
+  the WAL.
 
 Schema (version in `meta`): `object` is a rowid table with UNIQUE (partition, bucket, key): one index
 serves gets (the caller passes the key's partition) and partition walks in (bucket, key) order. Version 1

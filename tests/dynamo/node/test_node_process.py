@@ -61,6 +61,33 @@ def test_sqlite_node_keeps_data_and_actor_across_a_restart_and_a_wipe_gets_a_new
     trio_run(main)
 
 
+@pytest.mark.parametrize("from_loop", [True, False])
+def test_commit_from_loop_decides_where_a_sqlite_node_writes(tmp_path, trio_run, from_loop):
+    """commit_from_loop (the default) writes a put's small group commits from the event loop; false, from
+    the worker thread. /stats counts both."""
+    async def main():
+        config = NodeConfig(node_id="solo", rpc_port=0, http_port=0, data_dir=str(tmp_path / "solo"), n_val=1,
+                            r=1, w=1, dw=1, rw=1, commit_from_loop=from_loop)
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(Node(config).run)
+            from dynamo.http.message import make_request
+            for number in range(5):
+                reply = await node.http_server.app(make_request("PUT", f"/buckets/b/keys/k{number}", body=b"v"))
+                assert reply.status == 204, reply
+            stats = await node.stats_report()
+            nursery.cancel_scope.cancel()
+        batches, in_loop, slow = (stats[name] for name in ("commit_batches", "commit_batches_in_loop",
+                                                            "commit_slow_loop_writes"))
+        assert batches >= 5
+        if not from_loop:
+            assert in_loop == 0 and slow == 0
+        elif slow == 0:  # a stalling disk (a write over 50 ms) would send the next ones to the thread
+            assert in_loop == batches
+        else:
+            assert in_loop >= 1
+    trio_run(main)
+
+
 def test_config_from_toml_with_members_and_overrides(tmp_path):
     path = tmp_path / "node.toml"
     path.write_text('node_id = "a"\nrpc = "127.0.0.1:7101"\nhttp = "127.0.0.1:8101"\npartitions = 64\n'
@@ -83,6 +110,7 @@ def test_config_from_toml_with_members_and_overrides(tmp_path):
     ({"rpc": "nowhere"}, "host:port"),
     ({"backend": "rocks"}, "backend"),
     ({"gossip_interval_s": 0}, "gossip_interval_s"),
+    ({"commit_from_loop": "yes"}, "commit_from_loop must be true or false"),
     ({"colour": "blue"}, "unknown setting"),
     ({"members": [{"id": "other", "rpc": "127.0.0.1:1", "http": "127.0.0.1:2"}]}, "not in members"),
     ({"members": [{"id": "node1"}]}, "host:port"),

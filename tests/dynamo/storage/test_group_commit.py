@@ -1,6 +1,8 @@
 """The group committer over each backend: batching, bounds, ordering, failures, cancellation, shutdown."""
 
+import itertools
 import threading
+import time
 
 import pytest
 import trio
@@ -13,6 +15,7 @@ from dynamo.storage import (
     GroupCommitter,
     InvalidOperationError,
     Put,
+    SqliteBackend,
     open_group_committer,
 )
 
@@ -384,3 +387,76 @@ def test_enqueue_nowait_refuses_rather_than_waits_for_room(make_backend):
 
     trio.run(main)
     assert [backend.get(0, b"b", k) for k in (b"a", b"b", b"c")] == [b"v", b"v", b"v"]
+
+
+class _ThreadNotingSqlite(SqliteBackend):
+    """Notes the thread of each write_batch; `delay_s` makes a write slow (a stalling disk)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.threads = []
+        self.delay_s = 0.0
+
+    def write_batch(self, ops):
+        self.threads.append(threading.get_ident())
+        time.sleep(self.delay_s)
+        super().write_batch(ops)
+
+
+def test_where_a_blocking_backend_is_written(tmp_path, monkeypatch):
+    """Small batches from the event loop, big ones from a worker thread; after a write from the loop slower
+    than the stall mark, every batch from the thread for a spell, then the loop again. in_thread forces
+    one way."""
+    from dynamo.storage import commit
+
+    monkeypatch.setattr(commit, "SLOW_LOOP_WRITE_S", 0.5)  # far above any real write of the test's disk
+
+    backend = _ThreadNotingSqlite(tmp_path / "store.sqlite3")
+    loop_thread = threading.get_ident()
+    clock = trio.testing.MockClock()  # the spell is in trio time: the test moves it by hand
+    names = (b"k%04d" % i for i in itertools.count())
+
+    def small():
+        return [Put(0, b"b", next(names), b"v")]
+
+    async def written_from_loop(committer, ops) -> bool:
+        await committer.submit(ops)
+        return backend.threads[-1] == loop_thread
+
+    async def main():
+        async with open_group_committer(backend) as committer:
+            assert await written_from_loop(committer, small())
+            big = [Put(0, b"b", next(names), b"v") for _ in range(commit.INLINE_OPS_MAX + 1)]
+            assert not await written_from_loop(committer, big)
+            assert not await written_from_loop(committer, [Put(0, b"b", next(names), b"x" * commit.INLINE_BYTES_MAX)])
+            assert committer.slow_loop_writes == 0
+            backend.delay_s = commit.SLOW_LOOP_WRITE_S * 1.5
+            assert await written_from_loop(committer, small())  # the stall: from the loop, once
+            backend.delay_s = 0.0
+            assert committer.slow_loop_writes == 1
+            assert not await written_from_loop(committer, small())  # the spell: the thread
+            clock.jump(commit.THREAD_SPELL_S / 2)
+            assert not await written_from_loop(committer, small())
+            clock.jump(commit.THREAD_SPELL_S / 2)
+            assert await written_from_loop(committer, small())  # spell over: the loop again
+            assert committer.batches_written == 7 and committer.batches_in_loop == 3
+        async with open_group_committer(backend, in_thread=True) as committer:
+            assert not await written_from_loop(committer, small())
+        async with open_group_committer(backend, in_thread=False) as committer:
+            assert await written_from_loop(committer, big)
+            backend.delay_s = commit.SLOW_LOOP_WRITE_S * 1.5
+            assert await written_from_loop(committer, small())
+            assert await written_from_loop(committer, small())  # forced: no spell
+            backend.delay_s = 0.0
+
+    try:
+        trio.run(main, clock=clock)
+    finally:
+        backend.close()
+
+
+def test_a_memory_backend_is_always_written_from_the_loop():
+    from dynamo.storage import MemoryBackend
+
+    backend = MemoryBackend()
+    assert GroupCommitter(backend).in_thread is False
