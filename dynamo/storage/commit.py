@@ -334,10 +334,13 @@ class GroupCommitter:
 
     async def _write(self, batch: _Batch) -> None:
         in_loop = self._in_loop(batch)
-        started_s = time.perf_counter()
         try:
             if in_loop:
+                started_s = time.perf_counter()
                 self.backend.write_batch(batch.ops)
+                if self.in_thread is None and time.perf_counter() - started_s > SLOW_LOOP_WRITE_S:
+                    self.slow_loop_writes += 1  # the disk stalls: the thread takes the next batches
+                    self._thread_until_s = trio.current_time() + THREAD_SPELL_S
             else:
                 # Not abandoned on cancel: the thread finishes the transaction and we learn its outcome.
                 # The writers are released from the thread's delivery, not after this task resumes.
@@ -351,9 +354,6 @@ class GroupCommitter:
         else:
             self._settle(batch, None)
         if in_loop:
-            if self.in_thread is None and time.perf_counter() - started_s > SLOW_LOOP_WRITE_S:
-                self.slow_loop_writes += 1
-                self._thread_until_s = trio.current_time() + THREAD_SPELL_S
             if batch.error is None:
                 self.batches_in_loop += 1
             await trio.lowlevel.checkpoint()  # let the writers just released (and others) run
