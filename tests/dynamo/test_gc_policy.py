@@ -17,11 +17,14 @@ def restore_gc():
     gc.set_threshold(*thresholds)
 
 
-def test_serving_makes_young_collections_rarer_and_keeps_the_older_thresholds(restore_gc):
+def test_serving_sets_rarer_young_collections_short_middle_ones_and_rare_full_ones(restore_gc):
     gc.set_threshold(700, 11, 12)
     gc_policy.tune_for_serving()
-    assert gc.get_threshold() == (gc_policy.YOUNG_COLLECTION_ALLOCATIONS, 11, 12)
-    assert gc_policy.YOUNG_COLLECTION_ALLOCATIONS > 700
+    young, middle, old = gc.get_threshold()
+    assert (young, middle, old) == gc_policy.SERVING_THRESHOLDS
+    assert young > 700  # rarer than CPython's
+    assert young * middle <= 10_000  # a middle collection scans about this many survivors: a short pause
+    assert young * middle * old >= 700_000  # full collections no more often than every 700,000 allocations
 
 
 def test_freezing_exempts_what_is_alive_and_frees_what_is_not(restore_gc):
