@@ -4,7 +4,8 @@ Theory of operation: as admin.py, one HTTP exchange per command (two for join) a
 `join SEED` runs against the new node (--node): it first asks the seed (a URL or host:port of its HTTP
 API) for its node id and RPC address (/admin/members), then POSTs /admin/join to the new node. Changes
 are staged; `plan` shows what a `commit` would move, `commit` makes the claimant compute and spread the
-next ring, `transfers` follows the handoff. A node's refusal (409: nothing staged, a change still
+next ring, `transfers` follows the handoff, and `clear` undoes what every live member staged and no commit took yet
+(a staged join excepted: stop the joining node). A node's refusal (409: nothing staged, a change still
 running, ...) comes back as an AdminError with its reason.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 
 from dynamo.admin import TIMEOUT_S, AdminError, fetch_json, format_table, node_url, post_json
 
-CHANGE_COMMANDS = ("join", "leave", "force-remove", "plan", "commit", "transfers")
+CHANGE_COMMANDS = ("join", "leave", "force-remove", "plan", "commit", "clear", "transfers")
 
 
 def seed_identity(seed: str, timeout_s: float = TIMEOUT_S) -> tuple[str, str]:
@@ -48,6 +49,8 @@ def run_change(command: str, node: str, target: str | None = None, timeout_s: fl
     if command == "commit":
         answer = post_json(base, "/admin/commit", None, timeout_s)
         return f"committed ring v{answer['committed']} (claimant {answer['claimant']})\n" + render_plan(answer)
+    if command == "clear":
+        return render_clear(post_json(base, "/admin/clear", None, timeout_s))
     return render_transfers(fetch_json(base, "/admin/transfers", timeout_s))
 
 
@@ -63,6 +66,20 @@ def render_plan(plan: Mapping[str, Any]) -> str:
     lines.append(f"ownership moves {plan.get('ownership_moves')}, data transfers {plan.get('transfers')}; "
                  f"balanced {'yes' if plan.get('balanced') else 'NO'} (ideal {ideal[0]}..{ideal[1]}); spacing "
                  f"violations {plan.get('spacing_violations')} (fewest possible {plan.get('spacing_violations_min')})")
+    return "\n".join(lines)
+
+
+def render_clear(answer: Mapping[str, Any]) -> str:
+    """/admin/clear's answer: what was unstaged, the joins it cannot undo, the members that did not answer."""
+    cleared = answer.get("cleared") or {}
+    done = "; ".join(f"{kind} {', '.join(nodes)}" for kind, nodes in cleared.items() if nodes)
+    lines = [f"cleared: {done}" if done else "nothing staged to clear"]
+    joins = (answer.get("kept") or {}).get("join") or []
+    if joins:
+        lines.append(f"still staged: join {', '.join(joins)} (a join is staged while its node runs: stop the node "
+                     "to cancel it)")
+    if answer.get("unreachable"):
+        lines.append(f"not cleared: {', '.join(answer['unreachable'])} did not answer and keep what they staged")
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ its one-line reason; a malformed body is a 400.
     POST /admin/force-remove  {"node": "node3"}                           staged on the node asked
     GET  /admin/plan
     POST /admin/commit
+    POST /admin/clear                                                     undo every live member's staging
     GET  /admin/transfers
 """
 
@@ -74,6 +75,10 @@ async def commit(api: Any, request: Request) -> Response:
     return await _change(request, api.node.claimant.commit)
 
 
+async def clear(api: Any, request: Request) -> Response:
+    return await _change(request, api.node.claimant.clear)
+
+
 async def transfers(api: Any, request: Request) -> Response:
     return _json(200, api.node.ownership.report())
 
@@ -84,5 +89,6 @@ ROUTES = {
     ("POST", b"admin/force-remove"): force_remove,
     ("GET", b"admin/plan"): plan,
     ("POST", b"admin/commit"): commit,
+    ("POST", b"admin/clear"): clear,
     ("GET", b"admin/transfers"): transfers,
 }

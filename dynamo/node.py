@@ -45,7 +45,7 @@ from dynamo.durable_file import write_durably
 from dynamo.http.server import HttpServer, Limits
 from dynamo.rpc import PeerPool, RpcServer, UnknownType
 from dynamo.service.aae import build_aae
-from dynamo.service.claimant import COMMIT_TYPE, HELLO_TYPE, left_at, load_ring_file
+from dynamo.service.claimant import CLEAR_TYPE, COMMIT_TYPE, HELLO_TYPE, left_at, load_ring_file
 from dynamo.service.coordinator import Coordinator
 from dynamo.service.forgetting import Forgetting
 from dynamo.service.handoff import Handoff
@@ -342,6 +342,7 @@ class Node:
             GOSSIP_TYPE: self.membership.handle_rpc,
             COMMIT_TYPE: self.claimant.rpc_commit,
             HELLO_TYPE: self.claimant.rpc_hello,
+            CLEAR_TYPE: self.claimant.rpc_clear,
             TRANSFER_TYPE: self.ownership.rpc_transfer,
             **self.aae.rpc_types(),  # aae.tree, aae.fetch, aae.push, aae.reap
         }

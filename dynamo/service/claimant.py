@@ -8,6 +8,12 @@ Theory of operation
   with the seed as its only seed. `leave` (run on the leaving node) sets LEAVING. Force-removals are staged
   on the node asked. Nothing moves yet. `plan` shows the next ring those changes make (ring/change.py) and
   what would move.
+- `clear` (any node; Riak's `cluster clear`) undoes what is staged and not yet committed: it sends
+  "ring.clear" to every live member and clears itself, and each member drops what it staged: its
+  force-removals, and its own leave (LEAVING -> VALID) unless a running ring change already moves it out.
+  A staged join is not undone this way (the joiner holds the cluster's ring; a way back to a one-node
+  cluster is not built): the answer names it, and stopping the joining node unstages it, since only live
+  joiners are staged. Members that do not answer keep what they staged, and the answer says which.
 - `commit` (any node) goes to the claimant (ring/change.claimant: smallest valid, alive member) as the
   RPC "ring.commit" with the joins and leaves the asker sees staged (the claimant waits a few gossip
   rounds to see them too, so `leave` then `commit` on the same node works at once); the claimant
@@ -53,7 +59,9 @@ TRANSITION_KEY = "transition"
 HANDED_KEY = "handed"
 COMMIT_TYPE = "ring.commit"
 HELLO_TYPE = "ring.hello"
+CLEAR_TYPE = "ring.clear"
 COMMIT_TIMEOUT_S = 10.0
+CLEAR_TIMEOUT_S = 3.0  # per member, all asked at once: within the CLI's default wait of 5 s
 STAGED_WAIT_S = 6.0   # how long the claimant waits for gossip to bring the changes a commit's asker saw
 STAGED_POLL_S = 0.1
 
@@ -301,6 +309,53 @@ class Claimant:
             raise ChangeError(f"{node} is not a member of the ring")
         self.removals.add(node)
         return {"node": node, "staged": "force-remove"}
+
+    async def clear(self) -> dict[str, Any]:
+        """Undo the staged changes of every live member (see the module docstring): what each cleared,
+        the joins kept, and the members that did not answer."""
+        gossiper = self.gossiper
+        others = sorted(n for n in gossiper.members() if n != self.node_id and gossiper.is_alive(n))
+        cleared: dict[str, list[str]] = {"leave": [], "force-remove": []}
+        unreachable: list[str] = []
+
+        def add(answer: Any) -> None:
+            if not isinstance(answer, dict):
+                raise ValueError(f"{CLEAR_TYPE} answered {answer!r}")
+            for kind in cleared:
+                cleared[kind].extend(str(node) for node in answer.get(kind, ()))
+
+        async def ask(node: str) -> None:
+            try:
+                add(await self.pool.call(node, CLEAR_TYPE, {}, CLEAR_TIMEOUT_S))
+            except (RpcError, ValueError) as error:
+                self.log.warning("clear: %s did not clear its staged changes: %s", node, error)
+                unreachable.append(node)
+
+        add(self.clear_here())
+        async with trio.open_nursery() as nursery:
+            for node in others:
+                nursery.start_soon(ask, node)
+        joins, _, _ = self.staged()
+        return {"cleared": {kind: sorted(set(nodes)) for kind, nodes in cleared.items()},
+                "kept": {"join": joins}, "unreachable": sorted(unreachable)}
+
+    def clear_here(self) -> dict[str, list[str]]:
+        """Drop this node's staged force-removals and its own uncommitted leave; say what was dropped."""
+        removals, self.removals = sorted(self.removals), set()
+        leave: list[str] = []
+        transition = self.membership.transition
+        committed = transition is not None and self.node_id not in transition.next.members
+        if self.gossiper.status(self.node_id) is Status.LEAVING and not committed and not self.left:
+            self.gossiper.set_status(Status.VALID)
+            self._save()
+            leave.append(self.node_id)
+            self.log.info("staged leave cleared: staying in the cluster")
+        return {"leave": leave, "force-remove": removals}
+
+    async def rpc_clear(self, peer_id: str, body: Any) -> dict[str, list[str]]:
+        if body != {}:
+            raise ValueError(f"{CLEAR_TYPE} wants an empty map")
+        return self.clear_here()
 
     def staged(self, removals: set[str] | None = None) -> tuple[list[str], list[str], list[str]]:
         """(joins, leaves, removals) as this node's gossip view and staging see them."""

@@ -9,7 +9,7 @@ import pytest
 
 from dynamo import cluster, expansion
 from dynamo.admin import AdminError
-from dynamo.change_admin import render_plan, render_transfers, run_change
+from dynamo.change_admin import render_clear, render_plan, render_transfers, run_change
 from dynamo.cli import main as cli_main
 from dynamo.service.claimant import describe
 from ring.change import Transition, next_ring
@@ -39,6 +39,16 @@ def test_transfer_table_with_and_without_a_change():
     assert lines[0] == "ring v3 -> v4: 1 done, 1 remaining"
     assert lines[4].split()[:5] == ["7", "n1", "n6", "active", "10"]
     assert lines[5].split()[:4] == ["9", "n2", "n6", "done"]
+
+
+def test_clear_says_what_it_undid_what_stays_staged_and_who_did_not_answer():
+    text = render_clear({"cleared": {"leave": ["n4"], "force-remove": ["n3", "n5"]}, "kept": {"join": ["n9"]},
+                         "unreachable": ["n2"]})
+    assert text.splitlines()[0] == "cleared: leave n4; force-remove n3, n5"
+    assert "still staged: join n9" in text and "stop the node" in text
+    assert "not cleared: n2 did not answer" in text
+    nothing = render_clear({"cleared": {"leave": [], "force-remove": []}, "kept": {"join": []}, "unreachable": []})
+    assert nothing == "nothing staged to clear"
 
 
 def test_commands_needing_a_target_say_so():

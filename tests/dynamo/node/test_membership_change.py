@@ -225,6 +225,36 @@ def test_force_remove_copies_from_the_survivors(local_cluster, trio_run):
     trio_run(main, 60)
 
 
+def test_clear_unstages_every_members_leave_and_removals_but_names_a_join(local_cluster, tmp_path, trio_run):
+    async def main():
+        async with local_cluster(4) as cluster:
+            assert (await post(cluster, "n4", "/admin/leave")).status == 200
+            assert (await post(cluster, "n2", "/admin/force-remove", {"node": "n3"})).status == 200
+            await add_standalone(cluster, "n9", tmp_path)
+            n1_rpc = cluster.handles["n1"].config.rpc_address
+            assert (await post(cluster, "n9", "/admin/join", {"seed": "n1", "rpc": n1_rpc})).status == 200
+            await cluster.wait_until(lambda: cluster.node("n1").claimant.staged()[:2] == (["n9"], ["n4"]))
+
+            reply = await post(cluster, "n1", "/admin/clear")  # asked of a node that staged nothing itself
+            assert reply.status == 200, reply
+            assert reply.json() == {"cleared": {"leave": ["n4"], "force-remove": ["n3"]}, "kept": {"join": ["n9"]},
+                                    "unreachable": []}
+            assert cluster.node("n4").membership.gossiper.status("n4").value == "valid"
+            assert cluster.node("n2").claimant.removals == set()
+            await cluster.wait_until(lambda: all(cluster.node(n).claimant.staged()[1] == [] for n in running(cluster)))
+
+            # Stopping the joiner unstages its join; then nothing is left to commit, and the ring is as it was.
+            await cluster.stop("n9")
+            await cluster.wait_until(lambda: cluster.node("n1").claimant.staged()[0] == [], 20)
+            reply = await post(cluster, "n1", "/admin/commit")
+            assert reply.status == 409 and "no staged changes" in reply.text
+            again = (await post(cluster, "n3", "/admin/clear")).json()
+            assert again["cleared"] == {"leave": [], "force-remove": []} and again["kept"] == {"join": []}
+            assert cluster.node("n1").membership.ring.version == 1
+            assert (await cluster.client("n4").put("b", "after", b"x")).status in (200, 204)
+    trio_run(main, 60)
+
+
 def test_changes_refused_with_a_reason(local_cluster, tmp_path, trio_run):
     async def main():
         async with local_cluster(3) as cluster:
