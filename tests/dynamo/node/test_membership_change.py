@@ -245,7 +245,8 @@ def test_clear_unstages_every_members_leave_and_removals_but_names_a_join(local_
 
             # Stopping the joiner unstages its join; then nothing is left to commit, and the ring is as it was.
             await cluster.stop("n9")
-            await cluster.wait_until(lambda: cluster.node("n1").claimant.staged()[0] == [], 20)
+            await cluster.wait_until(lambda: all(cluster.node(n).claimant.staged()[0] == [] for n in running(cluster)),
+                                     20)
             reply = await post(cluster, "n1", "/admin/commit")
             assert reply.status == 409 and "no staged changes" in reply.text
             again = (await post(cluster, "n3", "/admin/clear")).json()
