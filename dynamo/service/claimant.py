@@ -10,7 +10,8 @@ Theory of operation
   what would move.
 - `clear` (any node; Riak's `cluster clear`) undoes what is staged and not yet committed: it sends
   "ring.clear" to every live member and clears itself, and each member drops what it staged: its
-  force-removals, and its own leave (LEAVING -> VALID) unless a running ring change already moves it out.
+  force-removals, and its own leave (LEAVING -> VALID) unless a running ring change already moves it out
+  (a commit it has not heard of yet still wins: see "Own status follows").
   A staged join is not undone this way (the joiner holds the cluster's ring; a way back to a one-node
   cluster is not built): the answer names it, and stopping the joining node unstages it, since only live
   joiners are staged. Members that do not answer keep what they staged, and the answer says which.
@@ -28,7 +29,8 @@ Theory of operation
   transition, so it outlives the claimant.
 - Own status follows: JOINING -> VALID once a committed or pending ring names us; a LEAVING node that the
   settled ring no longer names has handed off everything it sourced: it exits gossip and `on_left` stops
-  the node.
+  the node. So does a VALID one: its leave was cleared while the claimant committed it (the commit wins),
+  or the cluster force-removed it while it ran.
 - The ring state (ring, transition, peers' RPC addresses, own status) is kept in ring.json in the node's
   state dir (written atomically when it changes), and outranks the configured member list at start: a
   joined node restarts into its cluster, not into the one-node cluster its config describes.
@@ -209,8 +211,11 @@ class Claimant:
         if status is Status.JOINING and named:
             gossiper.set_status(Status.VALID)
             self.log.info("joined the cluster (ring v%d)", membership.ring.version)
-        elif status is Status.LEAVING and not named and membership.transition is None \
+        elif status in (Status.LEAVING, Status.VALID) and not named and membership.transition is None \
                 and membership.ring.version > 0:
+            if status is Status.VALID:  # its leave was cleared as the claimant committed it, or it was removed
+                self.log.warning("the cluster's ring v%d no longer names this node: leaving", membership.ring.version)
+                gossiper.set_status(Status.LEAVING)
             self.left = True
             self._save(Status.LEAVING)
             self.log.info("left the cluster: every partition handed off (ring v%d)", membership.ring.version)

@@ -16,6 +16,7 @@ import trio
 from dynamo.config import Member
 from dynamo.service.ownership import TRANSFER_TYPE
 from dynamo.storage import MemoryBackend
+from gossip.membership import Status
 from ring.hashing import partition_for_key
 from ring.preflist import replicas_of_partition
 from ring.report import ownership_report
@@ -201,6 +202,26 @@ def test_leave_hands_off_and_stops(local_cluster, trio_run):
             except BaseException as error:  # ConfigError, perhaps wrapped in trio's ExceptionGroup
                 refused = error
             assert "n4 left the cluster at ring v2" in repr(refused), repr(refused)
+    trio_run(main, 60)
+
+
+def test_a_leave_cleared_as_it_was_committed_still_completes(local_cluster, trio_run):
+    """The race of `clear` with a commit: the leaver turns VALID after the claimant committed its leave.
+    The commit wins: once the ring no longer names it, the node leaves and stops as a LEAVING one would."""
+    async def main():
+        async with local_cluster(4) as cluster:
+            keys = await write_keys(cluster, "n1", "k", KEYS)
+            assert (await post(cluster, "n4", "/admin/leave")).status == 200
+            assert (await post(cluster, "n4", "/admin/commit")).status == 200
+            n4 = cluster.node("n4")
+            await cluster.wait_until(lambda: n4.membership.transition is not None or n4.claimant.left, 10)
+            if not n4.claimant.left:
+                n4.membership.gossiper.set_status(Status.VALID)  # what a clear heard before the commit does
+            await cluster.wait_until(lambda: not cluster.handles["n4"].running, 20)
+            assert n4.claimant.left
+            await wait_settled(cluster, 2)
+            assert cluster.node("n1").membership.ring.members == ("n1", "n2", "n3")
+            check_placement(cluster, keys)
     trio_run(main, 60)
 
 
