@@ -1,7 +1,8 @@
 """Replacing a small state file so that a crash leaves either the old or the new text, never a mix.
 
 Write a temporary file beside it, fsync it, rename it over the old one, then fsync the directory so the
-rename itself survives a power failure. For node.json (identity) and ring.json (membership).
+rename itself survives a power failure. For node.json (identity), ring.json (membership) and staged.json
+(force-removals staged on a node).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Theory of operation
   one-node cluster) says hello to the seed ("ring.hello": the seed learns its address, it learns the
   seed's ring and peers, so it routes requests right at once), then restarts its gossip core as JOINING
   with the seed as its only seed. `leave` (run on the leaving node) sets LEAVING. Force-removals are staged
-  on the node asked. Nothing moves yet. `plan` shows the next ring those changes make (ring/change.py) and
+  on the node asked, in staged.json in its state dir, so a restart keeps them. Nothing moves yet. `plan` shows the next ring those changes make (ring/change.py) and
   what would move.
 - `clear` (any node; Riak's `cluster clear`) undoes what is staged and not yet committed: it sends
   "ring.clear" to every live member and clears itself, and each member drops what it staged: its
@@ -57,6 +57,7 @@ from ring.report import ownership_report
 from ring.state import Ring, RingFormatError, merge
 
 RING_FILE = "ring.json"
+STAGED_FILE = "staged.json"  # the force-removals staged on this node
 TRANSITION_KEY = "transition"
 HANDED_KEY = "handed"
 COMMIT_TYPE = "ring.commit"
@@ -130,12 +131,39 @@ class Claimant:
         self.n_vals, self.keys_stored, self.state_dir = n_vals, keys_stored, state_dir
         self.log = logger or logging.LoggerAdapter(log, {})
         self.on_left: Callable[[], None] = lambda: None
-        self.removals: set[str] = set()  # force-removals staged here
+        self.removals: set[str] = self._load_removals()  # force-removals staged here (STAGED_FILE)
         self.left = False
         self._saved: SavedRing | None = None
         self._handed: dict[int, set[MoveId]] = {}  # transition version -> moves we finished
         self._decode_cache: dict[int, tuple[Any, Transition]] = {}  # id(raw) -> (raw, decoded)
         membership.watchers.append(self.sync)
+
+    def _load_removals(self) -> set[str]:
+        if self.state_dir is None:
+            return set()
+        path = pathlib.Path(self.state_dir) / STAGED_FILE
+        try:
+            removals = json.loads(path.read_text())["force-remove"]
+            if not isinstance(removals, list) or not all(isinstance(node, str) for node in removals):
+                raise ValueError("force-remove is not a list of node ids")
+            return set(removals)
+        except FileNotFoundError:
+            return set()
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            self.log.warning("ignoring %s (the force-removals staged here are lost): %s", path, error)
+            return set()
+
+    def _set_removals(self, removals: set[str]) -> None:
+        """Stage exactly these force-removals here, durably when the node has a state dir (a disk that
+        refuses keeps them in memory only, logged: a restart would forget them)."""
+        if self.state_dir is not None and removals != self.removals:
+            path = pathlib.Path(self.state_dir) / STAGED_FILE
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_durably(path, json.dumps({"force-remove": sorted(removals)}))
+            except OSError as error:
+                self.log.warning("cannot save %s (a restart would forget these): %s", path, error)
+        self.removals = set(removals)
 
     @property
     def gossiper(self) -> Gossiper:
@@ -312,7 +340,7 @@ class Claimant:
             raise ChangeError("a node cannot force-remove itself; ask another member")
         if node not in self.membership.ring.members:
             raise ChangeError(f"{node} is not a member of the ring")
-        self.removals.add(node)
+        self._set_removals(self.removals | {node})
         return {"node": node, "staged": "force-remove"}
 
     async def clear(self) -> dict[str, Any]:
@@ -346,7 +374,8 @@ class Claimant:
 
     def clear_here(self) -> dict[str, list[str]]:
         """Drop this node's staged force-removals and its own uncommitted leave; say what was dropped."""
-        removals, self.removals = sorted(self.removals), set()
+        removals = sorted(self.removals)
+        self._set_removals(set())
         leave: list[str] = []
         transition = self.membership.transition
         committed = transition is not None and self.node_id not in transition.next.members
@@ -410,7 +439,7 @@ class Claimant:
             reply = await self.pool.call(chosen, COMMIT_TYPE, body, COMMIT_TIMEOUT_S)
         except RpcError as error:
             raise ChangeError(f"the claimant {chosen} did not commit: {error}") from None
-        self.removals.clear()
+        self._set_removals(self.removals - set(body["remove"]))
         return reply
 
     async def rpc_commit(self, peer_id: str, body: Any) -> dict[str, Any]:
@@ -441,7 +470,7 @@ class Claimant:
         for node in transition.removed:
             if self.gossiper.view.get(node) is not None:
                 self.membership._apply(self.gossiper.force_remove(node, now))
-        self.removals.clear()
+        self._set_removals(self.removals - set(removals))  # what this commit took (a peer's may differ)
         self.gossiper.publish(TRANSITION_KEY, [transition.version, transition.to_dict()])
         self.log.info("committed ring v%d: %d moves (%s)", transition.version, len(transition.moves),
                       ", ".join(f"{k} {v}" for k, v in describe(transition)["changes"].items() if v) or "-")

@@ -61,6 +61,28 @@ def test_sqlite_node_keeps_data_and_actor_across_a_restart_and_a_wipe_gets_a_new
     trio_run(main)
 
 
+def test_a_force_removal_staged_on_a_node_survives_its_restart_until_cleared(tmp_path, trio_run):
+    members = (Member("solo", "127.0.0.1:0", "127.0.0.1:0"), Member("gone", "127.0.0.1:9", "127.0.0.1:9"))
+
+    async def one_life(change):
+        config = NodeConfig(node_id="solo", rpc_port=0, http_port=0, data_dir=str(tmp_path / "solo"), n_val=1,
+                            r=1, w=1, dw=1, rw=1, members=members)
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(Node(config).run)
+            staged = set(node.claimant.removals)
+            change(node.claimant)
+            nursery.cancel_scope.cancel()
+        return staged
+
+    async def main():
+        assert await one_life(lambda claimant: claimant.force_remove("gone")) == set()
+        assert await one_life(lambda claimant: claimant.clear_here()) == {"gone"}  # kept across the restart
+        assert await one_life(lambda claimant: None) == set()  # and the clear too
+        (tmp_path / "solo" / "staged.json").write_text("{garbage")
+        assert await one_life(lambda claimant: None) == set()  # unreadable: logged, nothing staged
+    trio_run(main)
+
+
 @pytest.mark.parametrize("from_loop", [True, False])
 def test_commit_from_loop_decides_where_a_sqlite_node_writes(tmp_path, trio_run, from_loop):
     """commit_from_loop (the default) writes a put's small group commits from the event loop; false, from
