@@ -4,9 +4,9 @@ Theory of operation: as admin.py, one HTTP exchange per command (two for join) a
 `join SEED` runs against the new node (--node): it first asks the seed (a URL or host:port of its HTTP
 API) for its node id and RPC address (/admin/members), then POSTs /admin/join to the new node. Changes
 are staged; `plan` shows what a `commit` would move, `commit` makes the claimant compute and spread the
-next ring, `transfers` follows the handoff, and `clear` undoes what every live member staged and no commit took yet
-(a staged join excepted: stop the joining node). A node's refusal (409: nothing staged, a change still
-running, ...) comes back as an AdminError with its reason.
+next ring, `transfers` follows the handoff, and `clear` undoes what every live member staged and no
+commit took yet (a staged join excepted: stop the joining node). A node's refusal (409: nothing staged, a
+change still running, ...) comes back as an AdminError with its reason.
 """
 
 from __future__ import annotations

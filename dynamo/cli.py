@@ -129,10 +129,10 @@ def _add_cluster_parser(commands) -> None:
 
 
 def _add_admin_parser(commands) -> None:
-    admin = commands.add_parser("admin", help="ask a running node: status, ring, members; stage and commit "
-                                "membership changes (join, leave, force-remove, plan, commit, clear), follow transfers")
     from dynamo.change_admin import CHANGE_COMMANDS
 
+    admin = commands.add_parser("admin", help="ask a running node: status, ring, members; stage and commit "
+                                "membership changes (join, leave, force-remove, plan, commit, clear), follow transfers")
     admin_commands = ("status", "ring", "members") + CHANGE_COMMANDS
     admin.add_argument("admin_command", choices=admin_commands, metavar="{" + ",".join(admin_commands) + "}")
     admin.add_argument("target", nargs="?", help="join: the seed's HTTP URL; force-remove: the node id")

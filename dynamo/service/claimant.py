@@ -6,8 +6,8 @@ Theory of operation
   one-node cluster) says hello to the seed ("ring.hello": the seed learns its address, it learns the
   seed's ring and peers, so it routes requests right at once), then restarts its gossip core as JOINING
   with the seed as its only seed. `leave` (run on the leaving node) sets LEAVING. Force-removals are staged
-  on the node asked, in staged.json in its state dir, so a restart keeps them. Nothing moves yet. `plan` shows the next ring those changes make (ring/change.py) and
-  what would move.
+  on the node asked, in staged.json in its state dir, so a restart keeps them. Nothing moves yet. `plan`
+  shows the next ring those changes make (ring/change.py) and what would move.
 - `clear` (any node; Riak's `cluster clear`) undoes what is staged and not yet committed: it sends
   "ring.clear" to every live member and clears itself, and each member drops what it staged: its
   force-removals, and its own leave (LEAVING -> VALID) unless a running ring change already moves it out
