@@ -369,7 +369,7 @@ class Node:
             "http_inflight": self.http_server.inflight if self.http_server is not None else 0,
             "commit_batches": self.committer.batches_written,
             "commit_ops": self.committer.ops_written, "commit_batches_in_loop": self.committer.batches_in_loop,
-            "commit_slow_loop_writes": self.committer.slow_loop_writes,
+            "commit_thread_spells": self.committer.thread_spells,
             "rpc_requests": self.rpc_server.stats.requests,
             "rpc_handler_errors": self.rpc_server.stats.handler_errors,
             **self.ownership.gauges(),  # ring change: transfers remaining, keys sent/received/dropped

@@ -36,15 +36,19 @@ itself or from a worker thread, chosen per batch:
   put cost 1.13-1.22x the CPU (`tools.cpubench --ops put --compare`, four rounds), and under the bench's
   put load a commit took 3.3 ms on average from the thread's start to its writers' release, where the
   fsync alone takes 0.2 ms.
-- In the worker thread otherwise: big batches, and every batch for THREAD_SPELL_S after a write from the
-  loop took longer than SLOW_LOOP_WRITE_S: a stalling disk must not stop the node's requests for long; it
-  costs the loop one slow write, then requests go on while the thread waits on the disk. After the spell,
-  the next small batch tries the loop again. The mark is far above a healthy write (under the bench's put
-  load, with three nodes on two cores, writes from the loop took 1.9 ms at the median and 9-13 ms at
-  most, preemption included), so only a stall moves the writes.
-On a disk whose every fsync takes ms (network storage) the loop would stop that long per batch: the node
-setting `commit_from_loop = false` (`in_thread=True`) writes every batch from the thread. `in_thread=False`
-writes every batch from the loop (tests; the memory backend always, which keeps simulations deterministic).
+- In the worker thread otherwise: big batches, and every batch for THREAD_SPELL_S after the disk showed
+  itself slow from the loop, in either of two ways. After the spell the next small batch tries the loop
+  again.
+  - A stall: one write took over SLOW_LOOP_WRITE_S. It costs the loop that one write; then requests go on
+    while the thread waits on the disk.
+  - A slow disk: the median of the last SLOW_DISK_WINDOW writes is over SLOW_DISK_MEDIAN_S (network
+    storage, whose every fsync takes ms: the loop would stop that long per batch, and every request with
+    it).
+  Both marks are above a healthy write: under the bench's put load, with three nodes on two cores, writes
+  from the loop took 1.9 ms at the median, 4.0-4.6 ms at p90 and 9-13 ms at most, preemption included.
+The node setting `commit_from_loop = false` (`in_thread=True`) writes every batch from the thread.
+`in_thread=False` writes every batch from the loop (tests; the memory backend always, which keeps
+simulations deterministic).
 
 Latency between fsyncs is what a durable put waits for (twice: coordinator, then replicas), so the loop
 keeps it short: a batch goes to its worker thread through `trio.lowlevel.start_thread_soon`
@@ -72,6 +76,8 @@ BATCH_BYTES_MAX_DEFAULT = 8 * 1024 * 1024
 INLINE_OPS_MAX = 128  # a batch written from the event loop holds at most this many ops
 INLINE_BYTES_MAX = 256 * 1024  # and this many bytes
 SLOW_LOOP_WRITE_S = 0.05  # a write from the loop that took longer: the disk stalls, use the thread
+SLOW_DISK_WINDOW = 32  # writes from the loop whose median is checked, every this many writes
+SLOW_DISK_MEDIAN_S = 0.005  # a median above it: the disk is slow, use the thread
 THREAD_SPELL_S = 10.0  # for this long, then try the loop again
 
 
@@ -194,7 +200,8 @@ class GroupCommitter:
         self.in_thread = in_thread if in_thread is not None or backend.blocking else False
         self.batches_written = 0
         self.batches_in_loop = 0  # of batches_written
-        self.slow_loop_writes = 0  # writes from the loop over SLOW_LOOP_WRITE_S (each started a thread spell)
+        self.thread_spells = 0  # thread spells begun: a stalled write, or a slow median (module docstring)
+        self._loop_write_s: list[float] = []  # durations of the writes from the loop since the last median
         self._thread_until_s = -math.inf  # trio time before which batches go to the thread
         self.ops_written = 0
         self.batches_failed = 0
@@ -338,9 +345,8 @@ class GroupCommitter:
             if in_loop:
                 started_s = time.perf_counter()
                 self.backend.write_batch(batch.ops)
-                if self.in_thread is None and time.perf_counter() - started_s > SLOW_LOOP_WRITE_S:
-                    self.slow_loop_writes += 1  # the disk stalls: the thread takes the next batches
-                    self._thread_until_s = trio.current_time() + THREAD_SPELL_S
+                if self.in_thread is None:
+                    self._note_loop_write(time.perf_counter() - started_s)
             else:
                 # Not abandoned on cancel: the thread finishes the transaction and we learn its outcome.
                 # The writers are released from the thread's delivery, not after this task resumes.
@@ -357,6 +363,19 @@ class GroupCommitter:
             if batch.error is None:
                 self.batches_in_loop += 1
             await trio.lowlevel.checkpoint()  # let the writers just released (and others) run
+
+    def _note_loop_write(self, duration_s: float) -> None:
+        """Begin a thread spell when this write stalled, or when the median of the window is slow."""
+        durations = self._loop_write_s
+        durations.append(duration_s)
+        slow = duration_s > SLOW_LOOP_WRITE_S
+        if len(durations) >= SLOW_DISK_WINDOW:
+            slow = slow or sorted(durations)[len(durations) // 2] > SLOW_DISK_MEDIAN_S
+            durations.clear()
+        if slow:
+            durations.clear()
+            self.thread_spells += 1
+            self._thread_until_s = trio.current_time() + THREAD_SPELL_S
 
     def _settle(self, batch: _Batch, error: BaseException | None) -> None:
         """Record a batch's outcome and wake its writers, once."""

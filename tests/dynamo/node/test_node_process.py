@@ -99,7 +99,7 @@ def test_commit_from_loop_decides_where_a_sqlite_node_writes(tmp_path, trio_run,
             stats = await node.stats_report()
             nursery.cancel_scope.cancel()
         batches, in_loop, slow = (stats[name] for name in ("commit_batches", "commit_batches_in_loop",
-                                                            "commit_slow_loop_writes"))
+                                                            "commit_thread_spells"))
         assert batches >= 5
         if not from_loop:
             assert in_loop == 0 and slow == 0

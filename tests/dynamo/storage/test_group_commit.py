@@ -405,11 +405,13 @@ class _ThreadNotingSqlite(SqliteBackend):
 
 def test_where_a_blocking_backend_is_written(tmp_path, monkeypatch):
     """Small batches from the event loop, big ones from a worker thread; after a write from the loop slower
-    than the stall mark, every batch from the thread for a spell, then the loop again. in_thread forces
-    one way."""
+    than the stall mark, or a window of writes whose median is over the slow-disk mark, every batch from
+    the thread for a spell, then the loop again. in_thread forces one way."""
     from dynamo.storage import commit
 
     monkeypatch.setattr(commit, "SLOW_LOOP_WRITE_S", 0.5)  # far above any real write of the test's disk
+    monkeypatch.setattr(commit, "SLOW_DISK_MEDIAN_S", 0.25)
+    monkeypatch.setattr(commit, "SLOW_DISK_WINDOW", 3)
 
     backend = _ThreadNotingSqlite(tmp_path / "store.sqlite3")
     loop_thread = threading.get_ident()
@@ -429,17 +431,29 @@ def test_where_a_blocking_backend_is_written(tmp_path, monkeypatch):
             big = [Put(0, b"b", next(names), b"v") for _ in range(commit.INLINE_OPS_MAX + 1)]
             assert not await written_from_loop(committer, big)
             assert not await written_from_loop(committer, [Put(0, b"b", next(names), b"x" * commit.INLINE_BYTES_MAX)])
-            assert committer.slow_loop_writes == 0
+            assert committer.thread_spells == 0
             backend.delay_s = commit.SLOW_LOOP_WRITE_S * 1.5
             assert await written_from_loop(committer, small())  # the stall: from the loop, once
             backend.delay_s = 0.0
-            assert committer.slow_loop_writes == 1
+            assert committer.thread_spells == 1
             assert not await written_from_loop(committer, small())  # the spell: the thread
             clock.jump(commit.THREAD_SPELL_S / 2)
             assert not await written_from_loop(committer, small())
             clock.jump(commit.THREAD_SPELL_S / 2)
             assert await written_from_loop(committer, small())  # spell over: the loop again
             assert committer.batches_written == 7 and committer.batches_in_loop == 3
+            # A slow disk: no write stalls, but the median of a window of them is over the mark.
+            backend.delay_s = commit.SLOW_DISK_MEDIAN_S * 1.2
+            slow_writes = 0
+            while committer.thread_spells == 1:  # within one window (the last fast write is in the first)
+                assert await written_from_loop(committer, small())
+                slow_writes += 1
+                assert slow_writes <= commit.SLOW_DISK_WINDOW
+            backend.delay_s = 0.0
+            assert committer.thread_spells == 2 and slow_writes >= 2  # a median, not one slow write
+            assert not await written_from_loop(committer, small())
+            clock.jump(commit.THREAD_SPELL_S)
+            assert await written_from_loop(committer, small())
         async with open_group_committer(backend, in_thread=True) as committer:
             assert not await written_from_loop(committer, small())
         async with open_group_committer(backend, in_thread=False) as committer:
