@@ -5,8 +5,8 @@ those freed, pass 700, and every so often a full collection over every tracked o
 a lot per request and keeps a good part of it for a while (the decoded-object cache, the trees, the
 requests in flight), so with the defaults it keeps re-examining what it keeps, and a full collection
 stops the event loop for tens of ms: the puts' p99.9 of the bench (50-74 ms, against 24-30 ms with the
-first tuned policy, in alternated `tools.bench` runs). Measured on a node process under quorum puts (perf, sampling
-the native stack), the collector took 2.7% of its CPU. In `tools.cpubench`, whose one process holds all
+first tuned policy, in alternated `tools.bench` runs). Measured on a node process under quorum puts (perf,
+sampling the native stack), the collector took 2.7% of its CPU. In `tools.cpubench`, whose one process holds all
 three nodes' objects, it took 100-130 us of a put's 800-1,100 us (`--python-gc`) against 5-8 us.
 
 What a node process does (`dynamo node` calls these; a node run inside another program, such as a test,
@@ -22,9 +22,9 @@ leaves that program's collector alone):
     (gc.callbacks timing, three nodes under 30 s of bench puts); with (3,000, 3, 100) for at most 11 ms,
     and the young ones for at most 7 ms instead of 17. The young and middle collections' time over those
     runs fell from 134-160 ms to 107-124 ms per node.
-  - A full collection is still considered about as often as before: every 900,000 net allocations, against
-    1,000,000 with (10,000, 10, 10);
-    it scans every object made since start-up, 100-200 ms once the caches are full, so it stays rare.
+  - A full collection is still considered about as often as before: every 900,000 net allocations,
+    against 1,000,000 with (10,000, 10, 10). It scans every object made since start-up (a full
+    decoded-object cache alone takes 27 ms; the handoff bench's nodes logged 40-48 ms), so it stays rare.
 - `freeze_startup_objects`, once the node serves: collect, then `gc.freeze()`. What exists then (modules,
   classes, the configuration, the key set loaded from storage, ...) lives as long as the process, so
   full collections stop rescanning it. Objects made later are collected as before.

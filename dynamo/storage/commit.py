@@ -368,12 +368,12 @@ class GroupCommitter:
         """Begin a thread spell when this write stalled, or when the median of the window is slow."""
         durations = self._loop_write_s
         durations.append(duration_s)
-        slow = duration_s > SLOW_LOOP_WRITE_S
-        if len(durations) >= SLOW_DISK_WINDOW:
-            slow = slow or sorted(durations)[len(durations) // 2] > SLOW_DISK_MEDIAN_S
-            durations.clear()
+        full = len(durations) >= SLOW_DISK_WINDOW
+        median_s = sorted(durations)[len(durations) // 2] if full else 0.0
+        slow = duration_s > SLOW_LOOP_WRITE_S or median_s > SLOW_DISK_MEDIAN_S
+        if full or slow:
+            durations.clear()  # a new window after each median, and after each spell begun
         if slow:
-            durations.clear()
             self.thread_spells += 1
             self._thread_until_s = trio.current_time() + THREAD_SPELL_S
 
