@@ -252,6 +252,10 @@ class MerkleTree:
         bucket = self._entries[s]
         return [] if bucket is None else sorted(bucket.items())
 
+    def items(self) -> list[tuple[bytes, bytes]]:
+        """Every (key, digest) entry, in no particular order."""
+        return [pair for bucket in self._entries if bucket is not None for pair in bucket.items()]
+
     def segment_size(self, s: int) -> int:
         """Number of entries in segment `s` (an index the caller got from this tree)."""
         bucket = self._entries[s]

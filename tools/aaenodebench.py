@@ -36,6 +36,7 @@ from dynamo.storage import MemoryBackend, Put
 from ring.hashing import partition_for_key
 
 PARTITIONS = 64
+N_VAL = 2  # both nodes hold every key
 DIFFERENCES = (1, 100, 10_000)
 BUCKET = b"bench"
 UNLIMITED_KEYS_PER_S = 10**9
@@ -62,7 +63,7 @@ async def start_nodes(nursery: trio.Nursery, backends: list[MemoryBackend], keys
     nodes = []
     for i, backend in enumerate(backends):
         config = NodeConfig(node_id=f"node{i + 1}", cluster="bench", rpc_port=ports[i], http_port=40000 + i,
-                            data_dir=None, backend="memory", members=members, partitions=PARTITIONS, n_val=2,
+                            data_dir=None, backend="memory", members=members, partitions=PARTITIONS, n_val=N_VAL,
                             r=1, w=1, dw=1, read_repair=False, aae_interval_s=10**6, aae_keys_per_s=keys_per_s,
                             gossip_interval_s=0.2, log_level="WARNING")
         node = Node(config, backend=backend, serve_http=False)
@@ -92,7 +93,8 @@ async def repair_round(nodes: list[Node]) -> dict[str, Any]:
     started = time.perf_counter()
     await aae.round()
     elapsed_s = time.perf_counter() - started
-    agree = all(nodes[0].aae.trees.tree(p).root == nodes[1].aae.trees.tree(p).root for p in range(PARTITIONS))
+    agree = all(nodes[0].aae.trees.tree(p, N_VAL).root == nodes[1].aae.trees.tree(p, N_VAL).root
+                for p in range(PARTITIONS))
     return {"time_s": elapsed_s, "hashes": aae.hashes_received - before[0], "bytes": aae.bytes_exchanged - before[1],
             "repair_bytes": aae.repair_bytes - before[2], "repaired": nodes[0].stats.aae_keys_repaired - before[3],
             "agree": agree}

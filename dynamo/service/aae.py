@@ -1,21 +1,25 @@
 """Active anti-entropy: the trio driver that exchanges Merkle trees between replicas and repairs what differs.
 
 Theory of operation
-- Trees: one per partition (tree.py), kept current by the Replica hook and rebuilt from storage at start-up
-  in the background. Exchanges start only once the start-up build is done.
-- Rounds: every `interval_s`, for each partition this node is a primary of (default n_val), it exchanges with
-  each other primary that is up *and has a larger node id* (every pair once per round, from one side; the
-  smallest id exchanges with all, which is what makes it the reap decider, see reaper.py). An exchange is the
-  sans-IO `antientropy.exchange.Exchange` over the "aae.tree" RPC ([partition, request] -> reply, answered
-  from the responder's tree by `respond`); it yields the keys that differ. At most `concurrency_max`
-  partitions are synced at a time, so at most that many exchanges run at once.
+- Trees: one per partition and n_val (tree.py), kept current by the Replica hook and rebuilt from storage at
+  start-up in the background. Exchanges start only once the start-up build is done.
+- Rounds: every `interval_s`, for each n_val in use (the default, every bucket's, any a tree still holds)
+  and each partition this node is a primary of at that n_val, it exchanges that tree with each other
+  primary that is up *and has a larger node id* (every pair once per round, from one side; the smallest id
+  exchanges with all, which is what makes it the reap decider, see reaper.py). So the 4th and 5th replicas
+  of an n_val=5 bucket are compared too, and an n_val=1 bucket's keys never show up as missing on the
+  default's other primaries. An exchange is the sans-IO `antientropy.exchange.Exchange` over the "aae.tree"
+  RPC ([partition, request, n_val] -> reply, answered from the responder's tree by `respond`); it yields
+  the keys that differ. At most `concurrency_max` trees are synced at a time, so at most that many
+  exchanges run at once. A round first moves keys whose bucket's n_val changed into their new tree
+  (`PartitionTrees.rehome`), once per change of the bucket registry.
 - Repair, per differing key, both ways with DVV merge: fetch the peer's copies ("aae.fetch", a batch of
   keys), merge each into the local copy (Replica.merge_many: under the key's lock, with whatever is stored
   by then) and send the local copy to the peer when the merge shows it lacks something ("aae.push": the
   peer merges the same way). Merging is a sync: siblings are kept, a stale copy never replaces a newer one,
   nothing either side held is dropped, and doing it twice changes nothing. A key is counted repaired when
-  either side was written. A side that is no primary for the key's bucket (its n_val below the default)
-  is not written. Every visited key is re-read into its tree (`resync`), on both sides.
+  either side was written. A side that is no primary for the key's bucket now (its n_val changed under
+  the exchange) is not written. Every visited key is re-read into its tree (`resync`), on both sides.
 - Budget: a token bucket of `keys_per_s` (burst: one second's worth) is charged before each batch of keys
   is fetched, so repair never touches keys faster than that, whatever the number of exchanges.
 - Reaping (reaper.py): after a round in which the decider exchanged with every other primary, the
@@ -134,8 +138,9 @@ def decode_reply(raw: Any) -> Any:
 
 @dataclasses.dataclass
 class PartitionStatus:
-    """What /admin/aae shows for one partition."""
+    """What /admin/aae shows for one partition's tree of one n_val."""
 
+    n_val: int
     peers: tuple[str, ...] = ()
     last_exchange_unix: float | None = None
     exchanges: int = 0
@@ -167,12 +172,14 @@ class AntiEntropy:
         self.hints_count, self.rng, self.wall_clock_ns = hints_count, rng, wall_clock_ns
         self.log = logger or logging.LoggerAdapter(log, {})
         self.ledger = ReapLedger(settings.reap_grace_s)
-        self.status: dict[int, PartitionStatus] = {}
+        self.status: dict[tuple[int, int], PartitionStatus] = {}  # (partition, n_val) -> status
         self.rounds = 0
         self.hashes_received = 0
         self.bytes_exchanged = 0
         self.repair_bytes = 0  # blobs fetched and pushed by repair
         self._bucket: TokenBucket | None = None
+        self._placed_version = -1  # the registry version the trees were last rehomed for
+        self._placed: dict[bytes, int] = {}  # and the bucket n_vals it set
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -192,23 +199,40 @@ class AntiEntropy:
         self._bucket = TokenBucket(keys_per_s, max(1.0, keys_per_s), trio.current_time())
 
     async def round(self) -> None:
-        """Sync every partition this node is a primary of, `concurrency_max` at a time."""
-        mine = [p for p in range(self.membership.ring.partitions)
-                if self.node_id in self._primaries(p, self.settings.n_val)]
+        """Sync every (partition, n_val) tree this node is a primary of, `concurrency_max` at a time."""
+        await self.follow_registry()
+        mine = [(p, n) for n in sorted(self.n_vals()) for p in range(self.membership.ring.partitions)
+                if self.node_id in self._primaries(p, n)]
         limiter = trio.CapacityLimiter(self.settings.concurrency_max)
         async with trio.open_nursery() as nursery:
-            for partition in mine:
-                await limiter.acquire_on_behalf_of(partition)
-                nursery.start_soon(self._sync_released, partition, limiter)
+            for partition, n_val in mine:
+                await limiter.acquire_on_behalf_of((partition, n_val))
+                nursery.start_soon(self._sync_released, partition, n_val, limiter)
         self.rounds += 1
 
-    async def _sync_released(self, partition: int, limiter: trio.CapacityLimiter) -> None:
+    def n_vals(self) -> set[int]:
+        """The n_vals to exchange: the default, every bucket's, and any a tree still holds keys of."""
+        return ({self.settings.n_val} | {entry.props.n_val for _, entry in self.registry.items()}
+                | self.trees.n_vals())
+
+    async def follow_registry(self) -> None:
+        """After a bucket's n_val changed, move its keys to the tree of the new n_val."""
+        version = self.registry.version
+        if version == self._placed_version:
+            return
+        placed = {bucket: entry.props.n_val for bucket, entry in self.registry.items()
+                  if entry.props.n_val != self.settings.n_val}
+        if placed != self._placed:
+            await self.trees.rehome()
+        self._placed, self._placed_version = placed, version
+
+    async def _sync_released(self, partition: int, n_val: int, limiter: trio.CapacityLimiter) -> None:
         try:
-            await self.sync_partition(partition)
+            await self.sync_partition(partition, n_val)
         except Exception:  # noqa: BLE001 - a bug here must not take the node down; the next round retries
-            self.log.exception("anti-entropy of partition %d failed", partition)
+            self.log.exception("anti-entropy of partition %d (n_val %d) failed", partition, n_val)
         finally:
-            limiter.release_on_behalf_of(partition)
+            limiter.release_on_behalf_of((partition, n_val))
 
     def _primaries(self, partition: int, n_val: int) -> tuple[str, ...]:
         return tuple(r.node for r in self.membership.preflist(partition, n_val).primaries)
@@ -216,11 +240,12 @@ class AntiEntropy:
     def _up(self, node: str) -> bool:
         return node not in self.membership.down and self.membership.is_alive(node)
 
-    async def sync_partition(self, partition: int) -> None:
-        """Exchange and repair with each larger-id primary that is up; then, as decider, reap."""
-        primaries = self._primaries(partition, self.settings.n_val)
+    async def sync_partition(self, partition: int, n_val: int) -> None:
+        """Exchange the partition's tree of `n_val` and repair with each larger-id primary at that n_val
+        that is up; then, as decider, reap."""
+        primaries = self._primaries(partition, n_val)
         peers = tuple(p for p in primaries if p > self.node_id)
-        status = self.status.setdefault(partition, PartitionStatus())
+        status = self.status.setdefault((partition, n_val), PartitionStatus(n_val=n_val))
         status.peers = tuple(p for p in primaries if p != self.node_id)
         if not self.trees.ready(partition):
             return
@@ -231,23 +256,25 @@ class AntiEntropy:
                 complete = False
                 continue
             try:
-                done = await self.exchange(partition, peer)
+                done = await self.exchange(partition, n_val, peer)
                 differing |= done.keys
                 status.last_differences = len(done.keys)
                 status.keys_repaired += await self.repair(partition, peer, done.keys)
             except (RpcError, StorageError, ExchangeError) as error:
                 complete = False
-                self.log.info("anti-entropy of partition %d with %s failed: %s", partition, peer, error)
+                self.log.info("anti-entropy of partition %d (n_val %d) with %s failed: %s", partition, n_val, peer,
+                              error)
         if self.settings.reap and primaries and min(primaries) == self.node_id:
-            await self._reap_step(partition, primaries, differing, complete)
+            await self._reap_step(partition, n_val, primaries, differing, complete)
 
-    async def exchange(self, partition: int, peer: str) -> ExchangeDone:
-        exchange = Exchange(self.trees.tree(partition), exchange_id=self.rng.getrandbits(31))
+    async def exchange(self, partition: int, n_val: int, peer: str) -> ExchangeDone:
+        exchange = Exchange(self.trees.tree(partition, n_val), exchange_id=self.rng.getrandbits(31))
         message: Any = exchange.start()
         while not isinstance(message, ExchangeDone):
-            raw = await self.pool.call(peer, TREE_TYPE, [partition, encode_request(message)], self.settings.timeout_s)
+            body = [partition, encode_request(message), n_val]
+            raw = await self.pool.call(peer, TREE_TYPE, body, self.settings.timeout_s)
             message = exchange.handle(decode_reply(raw))
-        status = self.status.setdefault(partition, PartitionStatus())
+        status = self.status.setdefault((partition, n_val), PartitionStatus(n_val=n_val))
         status.exchanges += 1
         status.last_exchange_unix = self.wall_clock_ns() / 1e9
         self.stats.aae_exchanges += 1
@@ -309,18 +336,20 @@ class AntiEntropy:
         return all(node == self.node_id or gossiper.app_state(node, HINTS_KEY) == 0
                    for node in self.membership.ring.nodes)
 
-    async def _reap_step(self, partition: int, primaries: tuple[str, ...], differing: set[bytes],
+    async def _reap_step(self, partition: int, n_val: int, primaries: tuple[str, ...], differing: set[bytes],
                          complete: bool) -> None:
+        tree = (partition, n_val)
         if not complete or self.membership.transition is not None or not self._hint_free() \
                 or not all(self._up(p) for p in primaries if p != self.node_id):
-            self.ledger.reset(partition)
+            self.ledger.reset(tree)
             return
-        agreed = {tk: digest for tk, digest in self.trees.tombstones(partition).items() if tk not in differing}
-        ripe = self.ledger.observe(partition, agreed, trio.current_time())
+        agreed = {tk: digest for tk, digest in self.trees.tombstones(partition, n_val).items()
+                  if tk not in differing}
+        ripe = self.ledger.observe(tree, agreed, trio.current_time())
         items = []
         for tk, digest in ripe:
             bucket, key = split_tree_key(tk)
-            if self.registry.get(bucket).n_val == self.settings.n_val:  # other n_vals: other primaries
+            if self.registry.get(bucket).n_val == n_val:  # changed since: other primaries, another round
                 items.append((bucket, key, digest))
         for start in range(0, len(items), REAP_BATCH_KEYS):
             batch = items[start:start + REAP_BATCH_KEYS]
@@ -330,8 +359,8 @@ class AntiEntropy:
                 self.log.info("reaping in partition %d failed: %s", partition, error)
                 return
             finally:
-                self.ledger.forget(partition, [tk for tk, _ in ripe[start:start + REAP_BATCH_KEYS]])
-            self.status[partition].tombstones_reaped += reaped
+                self.ledger.forget(tree, [tk for tk, _ in ripe[start:start + REAP_BATCH_KEYS]])
+            self.status[tree].tombstones_reaped += reaped
 
     async def reap(self, partition: int, primaries: Sequence[str], items: Sequence[tuple[bytes, bytes, bytes]]) -> int:
         """Peers first; then locally only what every peer dropped (see reaper.py). Returns local drops."""
@@ -348,15 +377,20 @@ class AntiEntropy:
     # ---- RPC handlers -------------------------------------------------------------------------------
 
     async def rpc_tree(self, peer_id: str, body: Any) -> list[Any]:
-        partition, raw = body
+        if type(body) is not list or len(body) not in (2, 3):
+            raise ValueError("aae.tree wants [partition, request, n_val]")
+        partition, raw, n_val = body if len(body) == 3 else (*body, self.settings.n_val)  # 2: an older peer
         if type(partition) is not int or not 0 <= partition < self.replica.partitions:
             raise ValueError(f"aae.tree: bad partition {partition!r}")
+        if type(n_val) is not int or n_val < 1:
+            raise ValueError(f"aae.tree: bad n_val {n_val!r}")
         if not self.trees.ready(partition):
             raise AaeNotReady(f"the tree of partition {partition} is still being built")
         request = decode_request(raw)
         if isinstance(request, RootRequest):  # the responder's side of an exchange counts as one too
-            self.status.setdefault(partition, PartitionStatus()).last_exchange_unix = self.wall_clock_ns() / 1e9
-        return encode_reply(respond(self.trees.tree(partition), request))
+            status = self.status.setdefault((partition, n_val), PartitionStatus(n_val=n_val))
+            status.last_exchange_unix = self.wall_clock_ns() / 1e9
+        return encode_reply(respond(self.trees.tree(partition, n_val), request))
 
     async def rpc_fetch(self, peer_id: str, body: Any) -> list[bytes | None]:
         if type(body) is not list:
@@ -381,10 +415,11 @@ class AntiEntropy:
 
     def report(self) -> dict[str, Any]:
         partitions = {}
-        for partition, status in sorted(self.status.items()):
-            partitions[str(partition)] = {**dataclasses.asdict(status), "peers": list(status.peers),
-                                          "tree_keys": self.trees.key_count(partition),
-                                          "tree_ready": self.trees.ready(partition)}
+        for (partition, n_val), status in sorted(self.status.items()):
+            name = str(partition) if n_val == self.settings.n_val else f"{partition}/n_val={n_val}"
+            partitions[name] = {**dataclasses.asdict(status), "peers": list(status.peers),
+                                "tree_keys": self.trees.key_count(partition, n_val),
+                                "tree_ready": self.trees.ready(partition)}
         totals = {"exchanges": self.stats.aae_exchanges, "keys_repaired": self.stats.aae_keys_repaired,
                   "tombstones_reaped": self.stats.aae_tombstones_reaped, "rounds": self.rounds,
                   "hashes_received": self.hashes_received, "bytes_exchanged": self.bytes_exchanged,
@@ -397,7 +432,9 @@ class AntiEntropy:
 def build_aae(node: Any, rng: random.Random) -> AntiEntropy:
     """Wire anti-entropy into a starting Node: its trees follow the node's replica from now on."""
     config = node.config
-    trees = PartitionTrees(node.backend, config.partitions, config.aae_tree_segments, node.log)
+    registry = node.registry
+    trees = PartitionTrees(node.backend, config.partitions, config.aae_tree_segments,
+                           lambda bucket: registry.get(bucket).n_val, node.log)
     node.replica.on_stored = trees.on_stored
     reaper = Reaper(node.replica, node.stats, node.forgetting, node.log)
     settings = AaeSettings(enabled=config.aae_enabled, interval_s=config.aae_interval_s,

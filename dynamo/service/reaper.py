@@ -2,8 +2,8 @@
 
 Theory of operation
 - The rule (DESIGN §3): a tombstone is reaped only once anti-entropy has shown that every primary holds it
-  and no hint for the key is pending anywhere. One node decides per partition: the *decider*, the primary
-  with the smallest node id. It initiates the exchanges with every other primary (aae.py), so after a round
+  and no hint for the key is pending anywhere. One node decides per partition and n_val (per tree): the
+  *decider*, the primary at that n_val with the smallest node id. It initiates the exchanges with every other primary (aae.py), so after a round
   in which all of them were up and every exchange completed, a tombstone of its tree that was in no diff is
   held, with the same digest (same causal state), by every primary: *agreed*.
 - `ReapLedger` (pure) remembers since when each (key, digest) has been agreed. A tombstone becomes *ripe*
@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Sequence
+from typing import Any, Hashable, Sequence
 
 from dynamo.object import StoredObject, object_digest
 from dynamo.service.forgetting import Forgetting
@@ -64,36 +64,37 @@ class Agreed:
 
 
 class ReapLedger:
-    """Per partition: since when each tombstone (tree key -> digest) has been agreed by every primary."""
+    """Per tree (its (partition, n_val)): since when each tombstone (tree key -> digest) has been agreed by
+    every primary."""
 
     def __init__(self, grace_s: float) -> None:
         if not grace_s >= 0:
             raise ValueError(f"grace_s must be >= 0, got {grace_s!r}")
         self.grace_s = grace_s
-        self._agreed: dict[int, dict[bytes, Agreed]] = {}
+        self._agreed: dict[Hashable, dict[bytes, Agreed]] = {}
 
-    def observe(self, partition: int, agreed: dict[bytes, bytes], now_s: float) -> list[tuple[bytes, bytes]]:
-        """Record a round's agreed tombstones of `partition`; returns the ripe (tree key, digest) pairs.
+    def observe(self, tree: Hashable, agreed: dict[bytes, bytes], now_s: float) -> list[tuple[bytes, bytes]]:
+        """Record a round's agreed tombstones of `tree`; returns the ripe (tree key, digest) pairs.
         A key missing from `agreed` (or with a new digest) starts over."""
-        before = self._agreed.get(partition, {})
+        before = self._agreed.get(tree, {})
         after = {}
         for tk, digest in agreed.items():
             seen = before.get(tk)
             after[tk] = seen if seen is not None and seen.digest == digest else Agreed(digest, now_s)
-        self._agreed[partition] = after
+        self._agreed[tree] = after
         return sorted((tk, a.digest) for tk, a in after.items() if now_s - a.since_s >= self.grace_s)
 
-    def reset(self, partition: int) -> None:
+    def reset(self, tree: Hashable) -> None:
         """A round that could not show agreement (a primary down, hints pending, a ring change)."""
-        self._agreed.pop(partition, None)
+        self._agreed.pop(tree, None)
 
-    def forget(self, partition: int, tks: Sequence[bytes]) -> None:
-        entries = self._agreed.get(partition, {})
+    def forget(self, tree: Hashable, tks: Sequence[bytes]) -> None:
+        entries = self._agreed.get(tree, {})
         for tk in tks:
             entries.pop(tk, None)
 
-    def tracked(self, partition: int) -> int:
-        return len(self._agreed.get(partition, {}))
+    def tracked(self, tree: Hashable) -> int:
+        return len(self._agreed.get(tree, {}))
 
 
 class Reaper:

@@ -72,6 +72,7 @@ def test_levels_hold_together_and_segments_list_their_keys(shape, content):
         assert tree.segment_size(s) == len(entries)
         listed.update(entries)
     assert listed == content and len(tree) == len(content)
+    assert sorted(tree.items()) == sorted(content.items())
 
 
 @given(shape=SHAPES, content=st.dictionaries(KEYS, DIGESTS, min_size=1, max_size=40), data=st.data())

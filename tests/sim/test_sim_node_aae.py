@@ -35,7 +35,7 @@ def root_divergence(cluster) -> list[str]:
     problems = []
     for partition in range(ring.partitions):
         primaries = [r.node for r in preference_list(ring, partition, 3).primaries]
-        roots = {node: cluster.node(node).aae.trees.tree(partition).root.hex()[:8] for node in primaries}
+        roots = {node: cluster.node(node).aae.trees.tree(partition, 3).root.hex()[:8] for node in primaries}
         if len(set(roots.values())) > 1:
             problems.append(f"partition {partition}: roots differ {roots}")
     return problems

@@ -65,7 +65,7 @@ def test_replicas_made_to_differ_converge_through_aae_alone_keeping_siblings(loc
             assert report["partitions"][partition]["last_exchange_unix"] is not None
             # Converged trees: every node holds the same root for every partition.
             for p in range(64):
-                assert len({cluster.node(n).aae.trees.tree(p).root for n in cluster.ids}) == 1, p
+                assert len({cluster.node(n).aae.trees.tree(p, 3).root for n in cluster.ids}) == 1, p
     trio_run(main, timeout_s=60)
 
 
@@ -119,14 +119,14 @@ def test_trees_rebuilt_at_start_equal_the_incrementally_updated_ones(local_clust
             for key in keys[:5]:
                 assert (await client.delete("b", key.decode(), w="all")).status == 204
             n3 = cluster.node("n3")
-            before = {p: n3.aae.trees.tree(p).root for p in range(64)}
-            tombstones = {p: n3.aae.trees.tombstones(p) for p in range(64)}
+            before = {p: n3.aae.trees.tree(p, 3).root for p in range(64)}
+            tombstones = {p: n3.aae.trees.tombstones(p, 3) for p in range(64)}
             assert sum(map(len, tombstones.values())) == 5
             await cluster.stop("n3")
             again = await cluster.start("n3")
             await again.aae.trees.build_done.wait()
-            assert {p: again.aae.trees.tree(p).root for p in range(64)} == before
-            assert {p: again.aae.trees.tombstones(p) for p in range(64)} == tombstones
+            assert {p: again.aae.trees.tree(p, 3).root for p in range(64)} == before
+            assert {p: again.aae.trees.tombstones(p, 3) for p in range(64)} == tombstones
     trio_run(main, timeout_s=60)
 
 
@@ -147,7 +147,7 @@ def test_writes_during_a_build_leave_the_tree_exact(monkeypatch):
     for seed in range(4):
         backend = MemoryBackend()
         backend.write_batch([Put(partition_of[k], b"b", k, obj_blob(b"0" + k)) for k in keys])
-        trees = PartitionTrees(backend, 8, 64)
+        trees = PartitionTrees(backend, 8, 64, lambda bucket: 3)
         during = []
 
         async def writer(rng: random.Random):
@@ -170,5 +170,5 @@ def test_writes_during_a_build_leave_the_tree_exact(monkeypatch):
         trio.run(main)
         assert sum(during) > 100  # the writes did overlap the build
         for p in range(4):
-            assert trees.tree(p).root == _expected(backend, p).root, (seed, p)
-            trees.tree(p).check_invariants()
+            assert trees.tree(p, 3).root == _expected(backend, p).root, (seed, p)
+            trees.tree(p, 3).check_invariants()
