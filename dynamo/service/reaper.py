@@ -3,9 +3,10 @@
 Theory of operation
 - The rule (DESIGN §3): a tombstone is reaped only once anti-entropy has shown that every primary holds it
   and no hint for the key is pending anywhere. One node decides per partition and n_val (per tree): the
-  *decider*, the primary at that n_val with the smallest node id. It initiates the exchanges with every other primary (aae.py), so after a round
-  in which all of them were up and every exchange completed, a tombstone of its tree that was in no diff is
-  held, with the same digest (same causal state), by every primary: *agreed*.
+  *decider*, the primary at that n_val with the smallest node id. It initiates the exchanges with every
+  other primary (aae.py), so after a round in which all of them were up and every exchange completed, a
+  tombstone of its tree that was in no diff is held, with the same digest (same causal state), by every
+  primary: *agreed*.
 - `ReapLedger` (pure) remembers since when each (key, digest) has been agreed. A tombstone becomes *ripe*
   when it was agreed in two rounds at least `grace_s` apart with the same digest, and at both rounds no
   ring change was under way and every node's hint count (gossiped, so possibly late: hence the grace) and
