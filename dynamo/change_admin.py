@@ -5,8 +5,8 @@ Theory of operation: as admin.py, one HTTP exchange per command (two for join) a
 API) for its node id and RPC address (/admin/members), then POSTs /admin/join to the new node. Changes
 are staged; `plan` shows what a `commit` would move, `commit` makes the claimant compute and spread the
 next ring, `transfers` follows the handoff, and `clear` undoes what every live member staged and no
-commit took yet (a staged join excepted: stop the joining node). A node's refusal (409: nothing staged, a
-change still running, ...) comes back as an AdminError with its reason.
+commit took yet (a cleared joiner stops, and restarts as a one-node cluster). A node's refusal (409:
+nothing staged, a change still running, ...) comes back as an AdminError with its reason.
 """
 
 from __future__ import annotations
@@ -70,14 +70,14 @@ def render_plan(plan: Mapping[str, Any]) -> str:
 
 
 def render_clear(answer: Mapping[str, Any]) -> str:
-    """/admin/clear's answer: what was unstaged, the joins it cannot undo, the members that did not answer."""
+    """/admin/clear's answer: what was unstaged, the joins still staged, the members that did not answer."""
     cleared = answer.get("cleared") or {}
     done = "; ".join(f"{kind} {', '.join(nodes)}" for kind, nodes in cleared.items() if nodes)
     lines = [f"cleared: {done}" if done else "nothing staged to clear"]
     joins = (answer.get("kept") or {}).get("join") or []
     if joins:
-        lines.append(f"still staged: join {', '.join(joins)} (a join is staged while its node runs: stop the node "
-                     "to cancel it)")
+        lines.append(f"still staged: join {', '.join(joins)} (its node did not clear it; stopping the node also "
+                     "cancels its join)")
     if answer.get("unreachable"):
         lines.append(f"not cleared: {', '.join(answer['unreachable'])} did not answer and keep what they staged")
     return "\n".join(lines)

@@ -7,8 +7,9 @@ Theory of operation
   and starts it. Its ports follow the others' (node N gets the first ports + N - 1); its config names only
   itself, so it starts as a one-node cluster that can join.
 - Then `cluster add` waits for the node's /ping, stages its join through node1 (POST /admin/join on the
-  new node, as `dynamo admin join`), waits until node1's plan shows the join, and commits there (unless
-  --stage-only): the claimant computes the next ring and the handoff starts.
+  new node, as `dynamo admin join`), waits until node1's plan shows the join (so that, with --stage-only,
+  `plan` and `clear` find it at once), and commits there (unless --stage-only): the claimant computes
+  the next ring and the handoff starts.
 - Without a running supervisor for the data dir (its lock is free) it refuses: nothing would start the node.
 """
 
@@ -73,10 +74,8 @@ def join_and_commit(spec: ClusterSpec, node_id: str, *, commit: bool = True, tim
     seed = spec.nodes[0]
     seed_id, seed_rpc = seed_identity(seed.http_url)
     post_json(spec.node(node_id).http_url, "/admin/join", {"seed": seed_id, "rpc": seed_rpc})
-    if not commit:
-        return f"{node_id}: join staged; run `dynamo admin plan` and `dynamo admin commit` --node {seed.http_url}"
     deadline = time.monotonic() + timeout_s
-    while True:  # gossip carries the join request to node1 within a few rounds
+    while True:  # gossip carries the join request to node1 within a few rounds; then plan and clear see it
         try:
             plan = fetch_json(seed.http_url, "/admin/plan")
             if node_id in plan["staged"]["join"]:
@@ -86,6 +85,8 @@ def join_and_commit(spec: ClusterSpec, node_id: str, *, commit: bool = True, tim
         if time.monotonic() > deadline:
             raise ClusterError(f"{seed.node_id} did not see {node_id}'s join within {timeout_s:g} s")
         time.sleep(POLL_INTERVAL_S)
+    if not commit:
+        return f"{node_id}: join staged; run `dynamo admin plan` and `dynamo admin commit` --node {seed.http_url}"
     answer = post_json(seed.http_url, "/admin/commit")
     return f"committed ring v{answer['committed']} (claimant {answer['claimant']})\n" + render_plan(answer)
 

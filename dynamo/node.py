@@ -250,8 +250,8 @@ class Node:
         saved_ring = load_ring_file(self._identity_dir)
         version = left_at(saved_ring, config.node_id)
         if version is not None:
-            raise ConfigError(f"{config.node_id} left the cluster at ring v{version} (its data was handed off); "
-                              f"to use it again, remove {config.data_dir} and join it anew "
+            raise ConfigError(f"{config.node_id} left the cluster at ring v{version} (its leave completed, or its "
+                              f"join was cleared); to use it again, remove {config.data_dir} and join it anew "
                               "(`dynamo admin join`)")
         if rpc_listeners is None and self._transport is None:
             rpc_listeners = await trio.open_tcp_listeners(config.rpc_port, host=config.rpc_host)

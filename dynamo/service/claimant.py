@@ -12,9 +12,14 @@ Theory of operation
   "ring.clear" to every live member and clears itself, and each member drops what it staged: its
   force-removals, and its own leave (LEAVING -> VALID) unless a running ring change already moves it out
   (a commit it has not heard of yet still wins: see "Own status follows").
-  A staged join is not undone this way (the joiner holds the cluster's ring; a way back to a one-node
-  cluster is not built): the answer names it, and stopping the joining node unstages it, since only live
-  joiners are staged. Members that do not answer keep what they staged, and the answer says which.
+  A joiner that no ring names yet undoes its join, and stops as Riak's does (there the claimant marks
+  joiners invalid): it turns LEAVING, so no commit takes it as a join any more, saves ring.json as a node
+  that left (so, like a node whose leave completed, it does not start again on that data dir, and
+  `dynamo cluster up` does not start it), and after UNJOIN_ROUNDS gossip rounds, in which every member
+  hears it is no longer joining, exits gossip and stops. If a commit that took its join reaches it
+  meanwhile (the commit was under way as the clear ran), the commit wins: it joins the ring with its leave
+  staged, for the operator to commit or clear.
+  Members that do not answer keep what they staged, and the answer says which.
 - `commit` (any node) goes to the claimant (ring/change.claimant: smallest valid, alive member) as the
   RPC "ring.commit" with the joins and leaves the asker sees staged (the claimant waits a few gossip
   rounds to see them too, so `leave` then `commit` on the same node works at once); the claimant
@@ -65,6 +70,7 @@ HELLO_TYPE = "ring.hello"
 CLEAR_TYPE = "ring.clear"
 COMMIT_TIMEOUT_S = 10.0
 CLEAR_TIMEOUT_S = 3.0  # per member, all asked at once: within the CLI's default wait of 5 s
+UNJOIN_ROUNDS = 10  # gossip rounds a cleared joiner waits, no longer joining, before it exits and stops
 STAGED_WAIT_S = 6.0   # how long the claimant waits for gossip to bring the changes a commit's asker saw
 STAGED_POLL_S = 0.1
 
@@ -133,6 +139,7 @@ class Claimant:
         self.on_left: Callable[[], None] = lambda: None
         self.removals: set[str] = self._load_removals()  # force-removals staged here (STAGED_FILE)
         self.left = False
+        self._unjoin_at_s: float | None = None  # a cleared join: when this node exits gossip and stops
         self._saved: SavedRing | None = None
         self._handed: dict[int, set[MoveId]] = {}  # transition version -> moves we finished
         self._decode_cache: dict[int, tuple[Any, Transition]] = {}  # id(raw) -> (raw, decoded)
@@ -236,7 +243,19 @@ class Claimant:
         status = gossiper.status(self.node_id)
         named = (membership.ring.version > 0 and self.node_id in membership.ring.members) or (
             membership.transition is not None and self.node_id in membership.transition.next.members)
-        if status is Status.JOINING and named:
+        if self._unjoin_at_s is not None:
+            if named:  # a commit took the join before every member heard it was cleared: the commit wins
+                self._unjoin_at_s = None
+                self.log.warning("a commit took this node's join as it was cleared: it joins the ring, "
+                                 "with its leave staged")
+                return
+            if trio.current_time() < self._unjoin_at_s:
+                return
+            self.left = True
+            self.log.info("staged join cleared: stopping")
+            membership._apply(gossiper.exit(trio.current_time()))
+            self.on_left()
+        elif status is Status.JOINING and named:
             gossiper.set_status(Status.VALID)
             self.log.info("joined the cluster (ring v%d)", membership.ring.version)
         elif status in (Status.LEAVING, Status.VALID) and not named and membership.transition is None \
@@ -251,6 +270,8 @@ class Claimant:
             self.on_left()
 
     def _save(self, status: Status | None = None) -> None:
+        if self._unjoin_at_s is not None:
+            return  # a cleared join: ring.json says it left (see _unjoin)
         membership = self.membership
         own = status or self.gossiper.status(self.node_id) or Status.VALID
         nodes = set(membership.ring.members) | set(membership.transition.nodes if membership.transition else ())
@@ -348,7 +369,7 @@ class Claimant:
         the joins kept, and the members that did not answer."""
         gossiper = self.gossiper
         others = sorted(n for n in gossiper.members() if n != self.node_id and gossiper.is_alive(n))
-        cleared: dict[str, list[str]] = {"leave": [], "force-remove": []}
+        cleared: dict[str, list[str]] = {"join": [], "leave": [], "force-remove": []}
         unreachable: list[str] = []
 
         def add(answer: Any) -> None:
@@ -370,21 +391,43 @@ class Claimant:
                 nursery.start_soon(ask, node)
         joins, _, _ = self.staged()
         return {"cleared": {kind: sorted(set(nodes)) for kind, nodes in cleared.items()},
-                "kept": {"join": joins}, "unreachable": sorted(unreachable)}
+                "kept": {"join": sorted(set(joins) - set(cleared["join"]))}, "unreachable": sorted(unreachable)}
 
     def clear_here(self) -> dict[str, list[str]]:
-        """Drop this node's staged force-removals and its own uncommitted leave; say what was dropped."""
+        """Drop this node's staged force-removals, its own uncommitted leave and its own join that no ring
+        names yet; say what was dropped."""
         removals = sorted(self.removals)
         self._set_removals(set())
         leave: list[str] = []
-        transition = self.membership.transition
+        join: list[str] = []
+        membership, status = self.membership, self.gossiper.status(self.node_id)
+        transition = membership.transition
         committed = transition is not None and self.node_id not in transition.next.members
-        if self.gossiper.status(self.node_id) is Status.LEAVING and not committed and not self.left:
+        named = self.node_id in membership.ring.members or (
+            transition is not None and self.node_id in transition.next.members)
+        if status is Status.LEAVING and not committed and not self.left and self._unjoin_at_s is None:
             self.gossiper.set_status(Status.VALID)
             self._save()
             leave.append(self.node_id)
             self.log.info("staged leave cleared: staying in the cluster")
-        return {"leave": leave, "force-remove": removals}
+        elif status is Status.JOINING and not named and not self.left:
+            self._unjoin()
+            join.append(self.node_id)
+        return {"join": join, "leave": leave, "force-remove": removals}
+
+    def _unjoin(self) -> None:
+        """Undo this node's staged join (see the module docstring): no longer joining at once, saved as a
+        node that left, gossip left and the node stopped UNJOIN_ROUNDS rounds later."""
+        membership = self.membership
+        self.gossiper.set_status(Status.LEAVING)
+        self._unjoin_at_s = trio.current_time() + UNJOIN_ROUNDS * membership.config.gossip_interval_s
+        saved = SavedRing(membership.ring, membership.transition, {}, Status.EXITING)
+        try:
+            save_ring_file(self.state_dir, saved)
+        except OSError as error:
+            self.log.warning("cannot save %s (a restart would rejoin the cluster): %s", RING_FILE, error)
+        self._saved = saved
+        self.log.info("staged join cleared: leaving the cluster's gossip in %d rounds", UNJOIN_ROUNDS)
 
     async def rpc_clear(self, peer_id: str, body: Any) -> dict[str, list[str]]:
         if body != {}:

@@ -42,12 +42,13 @@ def test_transfer_table_with_and_without_a_change():
 
 
 def test_clear_says_what_it_undid_what_stays_staged_and_who_did_not_answer():
-    text = render_clear({"cleared": {"leave": ["n4"], "force-remove": ["n3", "n5"]}, "kept": {"join": ["n9"]},
-                         "unreachable": ["n2"]})
-    assert text.splitlines()[0] == "cleared: leave n4; force-remove n3, n5"
-    assert "still staged: join n9" in text and "stop the node" in text
-    assert "not cleared: n2 did not answer" in text
-    nothing = render_clear({"cleared": {"leave": [], "force-remove": []}, "kept": {"join": []}, "unreachable": []})
+    text = render_clear({"cleared": {"join": ["n8"], "leave": ["n4"], "force-remove": ["n3", "n5"]},
+                         "kept": {"join": ["n9"]}, "unreachable": ["n2", "n9"]})
+    assert text.splitlines()[0] == "cleared: join n8; leave n4; force-remove n3, n5"
+    assert "still staged: join n9" in text and "stopping the node" in text
+    assert "not cleared: n2, n9 did not answer" in text
+    nothing = render_clear({"cleared": {"join": [], "leave": [], "force-remove": []}, "kept": {"join": []},
+                            "unreachable": []})
     assert nothing == "nothing staged to clear"
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import trio
 
 from dynamo.config import Member
+from dynamo.service.claimant import UNJOIN_ROUNDS, left_at, load_ring_file
 from dynamo.service.ownership import TRANSFER_TYPE
 from dynamo.storage import MemoryBackend
 from gossip.membership import Status
@@ -246,7 +248,7 @@ def test_force_remove_copies_from_the_survivors(local_cluster, trio_run):
     trio_run(main, 60)
 
 
-def test_clear_unstages_every_members_leave_and_removals_but_names_a_join(local_cluster, tmp_path, trio_run):
+def test_clear_unstages_every_members_leave_removals_and_join(local_cluster, tmp_path, trio_run):
     async def main():
         async with local_cluster(4) as cluster:
             assert (await post(cluster, "n4", "/admin/leave")).status == 200
@@ -255,26 +257,67 @@ def test_clear_unstages_every_members_leave_and_removals_but_names_a_join(local_
             n1_rpc = cluster.handles["n1"].config.rpc_address
             assert (await post(cluster, "n9", "/admin/join", {"seed": "n1", "rpc": n1_rpc})).status == 200
             await cluster.wait_until(lambda: cluster.node("n1").claimant.staged()[:2] == (["n9"], ["n4"]))
+            assert (tmp_path / "n9" / "ring.json").exists()  # the joiner holds the cluster's ring
 
             reply = await post(cluster, "n1", "/admin/clear")  # asked of a node that staged nothing itself
             assert reply.status == 200, reply
-            assert reply.json() == {"cleared": {"leave": ["n4"], "force-remove": ["n3"]}, "kept": {"join": ["n9"]},
-                                    "unreachable": []}
+            assert reply.json() == {"cleared": {"join": ["n9"], "leave": ["n4"], "force-remove": ["n3"]},
+                                    "kept": {"join": []}, "unreachable": []}
             assert cluster.node("n4").membership.gossiper.status("n4").value == "valid"
             assert cluster.node("n2").claimant.removals == set()
-            await cluster.wait_until(lambda: all(cluster.node(n).claimant.staged()[1] == [] for n in running(cluster)))
+            assert json.loads((tmp_path / "n9" / "ring.json").read_text())["status"] == "exiting"
 
-            # Stopping the joiner unstages its join; then nothing is left to commit, and the ring is as it was.
-            await cluster.stop("n9")
-            await cluster.wait_until(lambda: all(cluster.node(n).claimant.staged()[0] == [] for n in running(cluster)),
-                                     20)
+            # The joiner leaves the cluster's gossip and stops; no member has anything staged any more.
+            await cluster.wait_until(lambda: not cluster.handles["n9"].running, 20)
+            await cluster.wait_until(lambda: all(cluster.node(n).claimant.staged() == ([], [], [])
+                                                 and "n9" not in cluster.node(n).membership.gossiper.live_members()
+                                                 for n in running(cluster)), 20)
             reply = await post(cluster, "n1", "/admin/commit")
             assert reply.status == 409 and "no staged changes" in reply.text
             again = (await post(cluster, "n3", "/admin/clear")).json()
-            assert again["cleared"] == {"leave": [], "force-remove": []} and again["kept"] == {"join": []}
+            assert again["cleared"] == {"join": [], "leave": [], "force-remove": []} and again["kept"] == {"join": []}
             assert cluster.node("n1").membership.ring.version == 1
             assert (await cluster.client("n4").put("b", "after", b"x")).status in (200, 204)
-    trio_run(main, 60)
+
+            # Like a node that left, it does not start again on that data (node.py and `dynamo cluster up`
+            # refuse what left_at names); wiped, it can join anew.
+            assert left_at(load_ring_file(str(tmp_path / "n9")), "n9") == 1
+            shutil.rmtree(tmp_path / "n9")
+            await add_standalone(cluster, "n9", tmp_path)
+            assert cluster.node("n9").membership.ring.members == ("n9",)
+            n1_rpc = cluster.handles["n1"].config.rpc_address
+            assert (await post(cluster, "n9", "/admin/join", {"seed": "n1", "rpc": n1_rpc})).status == 200
+            await cluster.wait_until(lambda: cluster.node("n1").claimant.staged()[0] == ["n9"], 20)
+            assert (await post(cluster, "n1", "/admin/commit")).status == 200
+            await wait_settled(cluster, 2, timeout_s=30)
+            assert cluster.node("n1").membership.ring.members == ("n1", "n2", "n3", "n4", "n9")
+    trio_run(main, 90)
+
+
+def test_a_join_cleared_as_it_was_committed_still_completes(local_cluster, tmp_path, trio_run):
+    """The race of `clear` with a commit, for a join: the claimant took the join before it heard that the
+    joiner was cleared. The commit wins: the joiner stays, with its leave staged."""
+    async def main():
+        async with local_cluster(3) as cluster:
+            keys = await write_keys(cluster, "n1", "k", KEYS)
+            await add_standalone(cluster, "n9", tmp_path)
+            n1_rpc = cluster.handles["n1"].config.rpc_address
+            assert (await post(cluster, "n9", "/admin/join", {"seed": "n1", "rpc": n1_rpc})).status == 200
+            await cluster.wait_until(lambda: cluster.node("n1").claimant.staged()[0] == ["n9"])
+            assert (await post(cluster, "n1", "/admin/commit")).status == 200
+            n9 = cluster.node("n9")
+            n9.claimant._unjoin()  # what a clear that reached n9 before the commit's gossip does
+            await wait_settled(cluster, 2, timeout_s=30)
+            interval_s = n9.config.gossip_interval_s
+            await trio.sleep((UNJOIN_ROUNDS + 5) * interval_s)  # past the joiner's wait: it must not have stopped
+            assert cluster.handles["n9"].running
+            assert cluster.node("n1").membership.ring.members == ("n1", "n2", "n3", "n9")
+            assert n9.membership.gossiper.status("n9") is Status.LEAVING
+            check_placement(cluster, keys)
+            plan = (await cluster.client("n1").request("GET", "/admin/plan")).json()
+            assert plan["staged"]["leave"] == ["n9"]
+            assert (tmp_path / "n9" / "ring.json").exists()  # saved again: a restart rejoins its cluster
+    trio_run(main, 90)
 
 
 def test_changes_refused_with_a_reason(local_cluster, tmp_path, trio_run):
