@@ -7,7 +7,8 @@ Gauges that cost a query (keys stored, hints pending) are handed in by the calle
 
 Names follow Riak's /stats where Riak has one: node_gets / node_puts count requests this node
 coordinated, vnode_gets / vnode_puts replica-level reads and writes it served, read_repairs the replicas
-it repaired, node_get_fsm_time_* / node_put_fsm_time_* coordinator latency in µs (median, 95, 99).
+it repaired, node_get_fsm_time_* / node_put_fsm_time_* coordinator latency in µs (median, 95, 99 and
+100, the slowest of the window).
 /metrics (dynamo/metric.py) shows every field as dynamo_<field>, with HELP from HELP below, and the
 latencies as two summaries in seconds (dynamo_node_get_fsm_time_seconds, ..._put_...).
 """
@@ -21,7 +22,7 @@ from typing import Any
 from dynamo import metric
 
 WINDOW_SAMPLES = 2048
-PERCENTILES = (("median", 0.50), ("95", 0.95), ("99", 0.99))
+PERCENTILES = (("median", 0.50), ("95", 0.95), ("99", 0.99), ("100", 1.0))
 
 COUNTERS = (
     "node_gets", "node_puts", "node_deletes", "node_gets_notfound", "node_get_failures", "node_put_failures",
@@ -110,7 +111,8 @@ class Stats:
             latency_ms[op] = {}
             for name, value in values.items():
                 out[f"node_{op}_fsm_time_{name}"] = value
-                latency_ms[op]["p50" if name == "median" else f"p{name}"] = round(value / 1000, 3)
+                label = {"median": "p50", "100": "max"}.get(name, f"p{name}")
+                latency_ms[op][label] = round(value / 1000, 3)
         out["latency_ms"] = latency_ms
         return out
 

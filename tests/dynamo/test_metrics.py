@@ -83,7 +83,7 @@ def test_every_stats_field_is_exposed_with_help_type_and_the_node_label():
     get = families["dynamo_node_get_fsm_time_seconds"]
     assert get.kind == "summary"
     quantiles = {labels["quantile"]: number for name, labels, number in get.samples if "quantile" in labels}
-    assert quantiles == {"0.5": 0.002, "0.95": 0.04, "0.99": 0.04}
+    assert quantiles == {"0.5": 0.002, "0.95": 0.04, "0.99": 0.04, "1.0": 0.04}
     totals = {name: number for name, labels, number in get.samples if "quantile" not in labels}
     assert totals == {"dynamo_node_get_fsm_time_seconds_sum": pytest.approx(0.046),
                       "dynamo_node_get_fsm_time_seconds_count": 4}

@@ -7,7 +7,11 @@ Steps: start 5 node processes (dynamo.cluster), preload the keys (tools.bench.pr
 closed-loop client load (threads doing 90% GET / 10% PUT of preloaded keys on keep-alive connections to
 random nodes) for --baseline-s, then add node6 as `dynamo cluster add` does and commit its join; the load
 goes on until every node reports the change settled (/admin/transfers). Handoff rate = keys (and bytes)
-the sources report sent / time from commit to settled. Latency percentiles are per phase.
+the sources report sent / time from commit to settled. Latency percentiles are per phase, as the clients
+saw them and, to tell a slow node from a slow client (the load threads share one interpreter, on the same
+two cores), as the coordinators timed them: every node's /stats is polled twice a second for the slowest
+get and put of its latency window (node_get_fsm_time_100, node_put_fsm_time_100); a window's slowest that
+rose since the last poll is a request of the current phase.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import time
 import urllib.parse
 
 from dynamo import cluster, expansion
-from dynamo.admin import fetch_json
+from dynamo.admin import AdminError, fetch_json
 from tools.bench.cluster import free_port_base
 from tools.bench.preload import bench_value, preload
 from tools.bench.script import load_key_prefix
@@ -74,6 +78,46 @@ class Load:
             self.samples.append((self.phase, time.perf_counter() - started_s, status))
 
 
+class StatsPoller:
+    """A thread reading each node's slowest coordinated get and put (µs) twice a second; each rise of a
+    window's slowest is a request that ended since the last poll, so it counts for the current phase."""
+
+    def __init__(self, load: Load, nodes: dict[str, str]) -> None:
+        self.load, self.nodes = load, nodes  # HTTP URL -> node id
+        self.slowest: dict[str, dict[str, tuple[int, str]]] = {}  # phase -> op -> (µs, node id)
+        self._last: dict[tuple[str, str], int] = {}  # (url, op) -> the window's slowest at the last poll
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            phase = self.load.phase
+            for url, node_id in self.nodes.items():
+                try:
+                    stats = fetch_json(url, "/stats")
+                except AdminError:
+                    continue  # node6 before it serves; a node under load that did not answer in time
+                seen = self.slowest.setdefault(phase, {})
+                for op in ("get", "put"):
+                    value = stats.get(f"node_{op}_fsm_time_100", 0)
+                    rose = value > self._last.get((url, op), 0)
+                    self._last[(url, op)] = value
+                    if rose and value > seen.get(op, (0, ""))[0]:
+                        seen[op] = (value, node_id)
+
+    def describe(self, phase: str) -> str:
+        seen = self.slowest.get(phase, {})
+        parts = [f"{op} {seen[op][0] / 1000:.1f} ms ({seen[op][1]})" for op in ("get", "put") if op in seen]
+        return "slowest as coordinators timed it: " + (", ".join(parts) if parts else "n/a")
+
+
 def _percentiles(latencies: list[float]) -> str:
     if len(latencies) < 2:
         return "n/a"
@@ -101,7 +145,9 @@ def run(keys: int, value_bytes: int, partitions: int, threads: int, baseline_s: 
         loaded = preload(urls, RUN, keys, value_bytes, consistency="quorum")
         print(f"preloaded {loaded.written}/{keys} keys of {value_bytes} bytes in {loaded.duration_s:.1f} s")
         load = Load(urls, keys, bench_value(value_bytes), threads)
+        poller = StatsPoller(load, {node.http_url: node.node_id for node in spec.nodes})
         load.start()
+        poller.start()
         time.sleep(baseline_s)
         spec = expansion.record_added(data_dir)
         expansion.start_added(supervisor)
@@ -119,6 +165,7 @@ def run(keys: int, value_bytes: int, partitions: int, threads: int, baseline_s: 
         load.phase = "after"
         time.sleep(min(baseline_s, 5.0))
         load.stop()
+        poller.stop()
         sent_keys = sum(r["sent"]["keys"] for r in reports)
         sent_bytes = sum(r["sent"]["bytes"] for r in reports)
         print(f"handoff: {sent_keys} objects, {sent_bytes / 1e6:.2f} MB in {handoff_s:.1f} s (commit to settled "
@@ -133,6 +180,7 @@ def run(keys: int, value_bytes: int, partitions: int, threads: int, baseline_s: 
             rate = f"{len(rows) / seconds:.0f} req/s  " if seconds else ""
             print(f"clients {phase:<8} {len(rows):>7} requests  {rate}{_percentiles([l for l, _ in rows])}  "
                   f"errors {errors}")
+            print(f"        {'':<8} {poller.describe(phase)}")
     finally:
         supervisor.stop_all(grace_s=10)
 

@@ -59,14 +59,16 @@ def test_latency_percentiles_and_prometheus_text():
     window = LatencyWindow(size=100)
     for value in range(1, 201):
         window.record(value)
-    assert window.percentiles() == {"median": 150, "95": 195, "99": 199}  # the last 100 samples: 101..200
-    assert LatencyWindow().percentiles() == {"median": 0, "95": 0, "99": 0}
+    # The last 100 samples: 101..200.
+    assert window.percentiles() == {"median": 150, "95": 195, "99": 199, "100": 200}
+    assert LatencyWindow().percentiles() == {"median": 0, "95": 0, "99": 0, "100": 0}
     stats = Stats()
     stats.node_puts += 3
     stats.put_latency.record(2000)
     report = stats.to_json({"keys_stored": 7, "node": "n1"})
     assert report["node_puts"] == 3 and report["node_put_fsm_time_median"] == 2000
-    assert report["latency_ms"]["put"]["p99"] == 2.0
+    assert report["latency_ms"]["put"]["p99"] == 2.0 and report["latency_ms"]["put"]["max"] == 2.0
+    assert report["node_put_fsm_time_100"] == 2000
     text = prometheus_text(report, 'n"1')
     assert 'dynamo_node_puts{node="n\\"1"} 3' in text and "# TYPE dynamo_keys_stored gauge" in text
     assert "dynamo_node{" not in text  # strings are not metrics
