@@ -5,9 +5,10 @@ would have to wait."""
 from __future__ import annotations
 
 import trio
+import trio.testing
 
 from dynamo.object import Content, encode_object, merge, put
-from dynamo.service.replica import OBJECTS, Replica
+from dynamo.service.replica import BULK_MERGES_MAX, OBJECTS, Replica
 from dynamo.stats import Stats
 from dynamo.storage import GroupCommitter, HintStore, MemoryBackend, Put
 
@@ -78,3 +79,43 @@ def test_a_failed_commit_reaches_the_caller_and_frees_the_key():
     trio.run(main)
     assert len(done) == 1 and type(done[0]).__name__ == "CommitterClosedError"
     assert not replica.locks.locked((b"bk", b"k")) and stored == [] and replica.stats.vnode_puts == 0
+
+
+def test_bulk_merges_beyond_the_limit_wait_without_locking_their_keys():
+    """Handoff batches queued behind others must not hold their keys: a client write of one of them
+    goes ahead while the batches wait (BULK_MERGES_MAX of them are applied at a time)."""
+    replica, committer, _ = _replica()
+    release = trio.Event()
+    real_submit = committer.submit
+
+    async def slow_submit(ops):  # a commit that takes as long as the test says
+        await release.wait()
+        await real_submit(ops)
+    committer.submit = slow_submit
+    batches = [[(b"bk", b"b%d-%d" % (i, j), _blob(b"v", f"a{i}:1")) for j in range(3)]
+               for i in range(BULK_MERGES_MAX + 2)]
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(committer.run)
+            async with trio.open_nursery() as merges:
+                for batch in batches:
+                    merges.start_soon(replica.merge_many, batch)
+                await trio.testing.wait_all_tasks_blocked()
+                locked = [all(replica.locks.locked((b, k)) for b, k, _ in batch) for batch in batches]
+                assert locked == [True] * BULK_MERGES_MAX + [False] * 2
+                assert not any(replica.locks.locked((b, k)) for batch in batches[BULK_MERGES_MAX:] for b, k, _ in batch)
+                waiting_key = batches[-1][0][1]
+                committer.submit = real_submit  # the client's write commits at once
+                obj, _ = await replica.coordinate(b"bk", waiting_key, lambda o: put(o, Content(b"client"), None, "c:1"),
+                                                  None)
+                committer.submit = slow_submit
+                release.set()
+            await committer.aclose()
+        for batch in batches:
+            for bucket, key, _ in batch:
+                assert replica.read(bucket, key) is not None
+        values = sorted(c.value for c in OBJECTS.decode(replica.read(b"bk", batches[-1][0][1])).siblings)
+        assert values == [b"client", b"v"]
+
+    trio.run(main)
