@@ -311,6 +311,12 @@ class Node:
             self.log.warning("n_val %d but only %d members: a key has at most %d replicas, so quorums above "
                              "that fail; lower n_val (and r/w) or add members", config.n_val,
                              len(config.members), len(config.members))
+        if config.tombstone_reap and config.tombstone_reap_grace_s < 2 * config.request_timeout_s:
+            # A read repair starts as late as a get's deadline and has a deadline of its own: a copy sent
+            # before a delete can arrive up to two request timeouts later (reaper.py, "the grace").
+            self.log.warning("tombstone_reap_grace_s %g is under twice request_timeout_s %g: a copy sent "
+                             "before a delete could arrive after its tombstone was reaped and bring the value "
+                             "back; raise the grace", config.tombstone_reap_grace_s, config.request_timeout_s)
 
     async def _stop_after_leave(self, scope: trio.CancelScope) -> None:
         """This node left the cluster: give its last gossip a moment to go out, then stop."""

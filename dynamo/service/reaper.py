@@ -11,7 +11,8 @@ Theory of operation
   when it was agreed in two rounds at least `grace_s` apart with the same digest, and at both rounds no
   ring change was under way and every node's hint count (gossiped, so possibly late: hence the grace) and
   the local one were zero. The grace also outlasts any write, repair or hint delivery still in flight from
-  before the delete (their RPC deadlines are far shorter), so nothing older than the tombstone arrives after.
+  before the delete (by default 60 s against RPC deadlines of 10 s; a node whose grace is under twice its
+  request_timeout_s says so in a warning at start), so nothing older than the tombstone arrives after.
 - Reaping a batch: the decider sends "aae.reap" [partition, [[bucket, key, digest], ...]] to every other
   primary; each drops a key only if it still stores exactly that digest, the object is a tombstone and it
   holds no hint for the key (Replica.drop_if, under the key's lock), and answers which it dropped. The

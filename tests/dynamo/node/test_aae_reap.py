@@ -135,3 +135,16 @@ def test_reap_ledger_needs_the_same_digest_agreed_for_the_grace():
     assert ledger.observe(7, {b"k": b"d2"}, 21.0) == []
     with pytest.raises(ValueError):
         ReapLedger(grace_s=-1)
+
+
+def test_a_grace_shorter_than_two_request_timeouts_is_warned_about(local_cluster, trio_run, caplog):
+    async def main():
+        async with local_cluster(1, **REAP):  # grace 0.3 s, request timeout 3 s
+            pass
+        short = [r for r in caplog.records if "tombstone_reap_grace_s 0.3 is under twice" in r.getMessage()]
+        assert len(short) == 1 and short[0].levelname == "WARNING"
+        caplog.clear()
+        async with local_cluster(1, **{**REAP, "tombstone_reap_grace_s": 6.0}):
+            pass
+        assert not [r for r in caplog.records if "tombstone_reap_grace_s" in r.getMessage()]
+    trio_run(main, timeout_s=30)
