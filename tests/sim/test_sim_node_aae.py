@@ -2,13 +2,15 @@
 
 - Replicas partitioned apart while writers (with some deletes) write on both sides; after heal, AAE alone
   brings the primaries of every partition to the same Merkle roots within a bounded simulated time, and
-  the history checkers find no acknowledged write lost and nothing deleted or overwritten come back.
+  the history checkers find no acknowledged write lost and nothing deleted or overwritten come back. The
+  same with the bucket at n_val=5: all five replicas of every key, through the trees of that n_val.
 - A primary down through a delete: nobody reaps while it is away (a hint and a missing primary block it);
   it comes back with its old value on disk, gets the tombstone, then the key is reaped everywhere and
   the value never returns.
 """
 
 import functools
+import json
 import random
 
 import pytest
@@ -16,7 +18,7 @@ import trio
 
 from tools.sim.history import History, check_history, check_resurrections
 from tools.sim.network import NetworkConfig
-from tools.sim.node_workload import final_state, replica_divergence, writer
+from tools.sim.node_workload import BUCKET, final_state, replica_divergence, writer
 from tools.sim.replay import replayable, seeds
 from tools.sim.trio_run import run_simulation
 from ring.preflist import preference_list
@@ -29,20 +31,27 @@ LOSSY = NetworkConfig(latency_s=0.0005, jitter_s=0.002, drop_p=0.02, reorder_p=0
 CONVERGE_TIMEOUT_S = 60.0
 
 
-def root_divergence(cluster) -> list[str]:
-    """Partitions whose primaries' trees differ (every primary must be running)."""
+def root_divergence(cluster, n_val: int = 3) -> list[str]:
+    """Partitions whose primaries' trees (of `n_val`) differ (every primary must be running)."""
     ring = cluster.node(cluster.alive()[0]).membership.ring
     problems = []
     for partition in range(ring.partitions):
-        primaries = [r.node for r in preference_list(ring, partition, 3).primaries]
-        roots = {node: cluster.node(node).aae.trees.tree(partition, 3).root.hex()[:8] for node in primaries}
+        primaries = [r.node for r in preference_list(ring, partition, n_val).primaries]
+        roots = {node: cluster.node(node).aae.trees.tree(partition, n_val).root.hex()[:8] for node in primaries}
         if len(set(roots.values())) > 1:
             problems.append(f"partition {partition}: roots differ {roots}")
     return problems
 
 
-async def partitioned_writers_then_aae(cluster, rng):
+async def partitioned_writers_then_aae(cluster, rng, n_val: int = 3):
     history = History()
+    if n_val != 3:
+        props = json.dumps({"props": {"n_val": n_val}}).encode()
+        reply = await cluster.request(cluster.ids[0], "PUT", f"/buckets/{BUCKET}/props", props,
+                                      (("Content-Type", "application/json"),))
+        assert reply.status == 204, reply
+        await cluster.wait_for(lambda: all(cluster.node(n).registry.get(BUCKET.encode()).n_val == n_val
+                                           for n in cluster.ids), 30.0, "the bucket's n_val to spread")
     minority = set(cluster.ids[:2])
     until_s = trio.current_time() + 8.0
     async with trio.open_nursery() as clients:
@@ -57,10 +66,10 @@ async def partitioned_writers_then_aae(cluster, rng):
     assert history.outcomes()["ok"] > 0, history.outcomes()
     await cluster.wait_all_up(cluster.ids)
     await cluster.wait_for(lambda: sum(cluster.hints_pending().values()) == 0, 30.0, "hints to drain")
-    await cluster.wait_for(lambda: not root_divergence(cluster), CONVERGE_TIMEOUT_S,
+    await cluster.wait_for(lambda: not root_divergence(cluster, n_val), CONVERGE_TIMEOUT_S,
                            "every partition's primaries to hold equal Merkle roots")
     keys = sorted({w.key for w in history.writes})
-    problems = replica_divergence(cluster, keys)  # before any read: AAE alone did it
+    problems = replica_divergence(cluster, keys, n_val=n_val)  # before any read: AAE alone did it
     final = await final_state(cluster, keys)
     problems += check_history(history, final) + check_resurrections(history, final)
     problems += cluster.errors + cluster.network.errors
@@ -76,6 +85,17 @@ def test_aae_alone_converges_partitioned_replicas_without_losing_or_resurrecting
     with replayable(seed):
         history = run_simulation(seed, functools.partial(partitioned_writers_then_aae, rng=rng), faults=LOSSY,
                                  settings=AAE)
+    print(f"seed {seed}: {len(history.writes)} writes {history.outcomes()}")
+
+
+@pytest.mark.parametrize("seed", seeds([33]))
+def test_aae_alone_converges_all_five_replicas_of_an_n_val_5_bucket(seed):
+    rng = random.Random(seed)
+    with replayable(seed):
+        # Each node has twice the trees to exchange, and under LOSSY a lost message holds an exchange
+        # until its RPC deadline: more exchanges at once, or a round outlasts the wait.
+        history = run_simulation(seed, functools.partial(partitioned_writers_then_aae, rng=rng, n_val=5),
+                                 faults=LOSSY, settings={**AAE, "aae_concurrency_max": 4})
     print(f"seed {seed}: {len(history.writes)} writes {history.outcomes()}")
 
 
