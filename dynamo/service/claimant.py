@@ -241,8 +241,7 @@ class Claimant:
     def _follow_status(self) -> None:
         gossiper, membership = self.gossiper, self.membership
         status = gossiper.status(self.node_id)
-        named = (membership.ring.version > 0 and self.node_id in membership.ring.members) or (
-            membership.transition is not None and self.node_id in membership.transition.next.members)
+        named = self._named()
         if self._unjoin_at_s is not None:
             if named:  # a commit took the join before every member heard it was cleared: the commit wins
                 self._unjoin_at_s = None
@@ -268,6 +267,12 @@ class Claimant:
             self.log.info("left the cluster: every partition handed off (ring v%d)", membership.ring.version)
             membership._apply(gossiper.exit(trio.current_time()))
             self.on_left()
+
+    def _named(self) -> bool:
+        """The committed ring or the next ring of a change under way names this node."""
+        membership = self.membership
+        return (membership.ring.version > 0 and self.node_id in membership.ring.members) or (
+            membership.transition is not None and self.node_id in membership.transition.next.members)
 
     def _save(self, status: Status | None = None) -> None:
         if self._unjoin_at_s is not None:
@@ -400,17 +405,14 @@ class Claimant:
         self._set_removals(set())
         leave: list[str] = []
         join: list[str] = []
-        membership, status = self.membership, self.gossiper.status(self.node_id)
-        transition = membership.transition
+        status, transition = self.gossiper.status(self.node_id), self.membership.transition
         committed = transition is not None and self.node_id not in transition.next.members
-        named = self.node_id in membership.ring.members or (
-            transition is not None and self.node_id in transition.next.members)
         if status is Status.LEAVING and not committed and not self.left and self._unjoin_at_s is None:
             self.gossiper.set_status(Status.VALID)
             self._save()
             leave.append(self.node_id)
             self.log.info("staged leave cleared: staying in the cluster")
-        elif status is Status.JOINING and not named and not self.left:
+        elif status is Status.JOINING and not self._named() and not self.left:
             self._unjoin()
             join.append(self.node_id)
         return {"join": join, "leave": leave, "force-remove": removals}
