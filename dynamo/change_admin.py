@@ -5,8 +5,9 @@ Theory of operation: as admin.py, one HTTP exchange per command (two for join) a
 API) for its node id and RPC address (/admin/members), then POSTs /admin/join to the new node. Changes
 are staged; `plan` shows what a `commit` would move, `commit` makes the claimant compute and spread the
 next ring, `transfers` follows the handoff, and `clear` undoes what every live member staged and no
-commit took yet (a cleared joiner stops, and restarts as a one-node cluster). A node's refusal (409:
-nothing staged, a change still running, ...) comes back as an AdminError with its reason.
+commit took yet (a cleared joiner stops; as after a leave, its data dir must be wiped before it joins
+again). A node's refusal (409: nothing staged, a change still running, ...) comes back as an AdminError
+with its reason.
 """
 
 from __future__ import annotations
