@@ -22,9 +22,9 @@ starts, waits, and then only watches.
 4. Wait until every node answers GET /ping (a node that exits meanwhile fails the start, naming its log),
    then until every node's /admin/members shows every member up, so the first request a newcomer makes
    meets a cluster whose nodes know each other (past the deadline this is only a warning).
-5. Watch: report any node that dies (and where its log is), start any node `dynamo cluster add` recorded in
-   cluster.toml (expansion.py); on SIGINT or SIGTERM send SIGTERM to every node, wait a grace period,
-   SIGKILL what is left, and exit 0.
+5. Watch: report any node that dies (and where its log is; a node that stopped because it left the cluster
+   is reported as such), start any node `dynamo cluster add` recorded in cluster.toml (expansion.py); on
+   SIGINT or SIGTERM send SIGTERM to every node, wait a grace period, SIGKILL what is left, and exit 0.
 
 `Supervisor` is also the harness the end-to-end tests use to start, kill and restart real node processes.
 """
@@ -533,9 +533,15 @@ def _watch(supervisor: Supervisor, stop: _StopFlag, err) -> bool:
     """Report nodes that die until a stop signal (False) or until no node is left (True)."""
     while not stop():
         for node_id, code in supervisor.newly_dead():
-            log = supervisor.spec.node(node_id).log_path
-            print(f"dynamo cluster up: {node_id} exited with code {code}; its log is {log}, ending:\n"
-                  f"{log_tail(log)}", file=err, flush=True)
+            node = supervisor.spec.node(node_id)
+            version = left_at(load_ring_file(str(node.data_dir)), node_id) if code == 0 else None
+            if version is not None:  # a completed leave or a cleared join: the node stopped by design
+                supervisor.left[node_id] = version
+                print(f"dynamo cluster up: {node_id} left the cluster at ring v{version} and stopped",
+                      file=err, flush=True)
+                continue
+            print(f"dynamo cluster up: {node_id} exited with code {code}; its log is {node.log_path}, ending:\n"
+                  f"{log_tail(node.log_path)}", file=err, flush=True)
         if not supervisor.alive():
             print("dynamo cluster up: every node has exited; stopping", file=err, flush=True)
             return True

@@ -6,6 +6,7 @@ real node processes are the business of tests/e2e.
 """
 
 import http.server
+import io
 import json
 import os
 import pathlib
@@ -368,6 +369,33 @@ def test_cluster_up_names_the_log_of_a_node_that_fails_to_start(tmp_path):
     assert child.returncode == 1
     assert "exited with code 3" in err and "node.log" in err and "failing on purpose" in err
     assert "Traceback" not in err
+
+
+def test_the_watch_reports_a_node_that_left_as_such_and_a_crash_with_its_log(tmp_path):
+    spec = cluster.plan_cluster(tmp_path / "data", 3, http_port=31101, rpc_port=32101)
+    settled = Ring.initial(["node1", "node2"], partitions=spec.partitions).to_dict() | {"version": 4}
+    for node_id in ("node2", "node3"):
+        spec.node(node_id).data_dir.mkdir(parents=True)
+    (spec.node("node3").data_dir / "ring.json").write_text(json.dumps(
+        {"ring": settled, "status": "leaving", "rpc": {}, "transition": None}))
+    spec.node("node2").log_path.write_text("failing on purpose\n")
+
+    class Supervisor:  # what _watch asks of one, after node2 crashed and node3 left
+        def __init__(self) -> None:
+            self.spec, self.left = spec, {}
+            self.processes = {node.node_id: None for node in spec.nodes}  # all started once
+
+        def newly_dead(self) -> list[tuple[str, int]]:
+            return [("node3", 0), ("node2", 9)]
+
+        def alive(self) -> list[str]:
+            return ["node1"]
+    supervisor, err, stops = Supervisor(), io.StringIO(), iter([False, True])
+    assert cluster._watch(supervisor, lambda: next(stops), err) is False
+    text = err.getvalue()
+    assert "node3 left the cluster at ring v4 and stopped" in text and "node3 exited" not in text
+    assert "node2 exited with code 9" in text and "failing on purpose" in text
+    assert supervisor.left == {"node3": 4}
 
 
 def test_cluster_up_reports_a_node_that_dies_and_keeps_the_rest(tmp_path):
