@@ -55,21 +55,46 @@ async def change_and_settle(cluster, committer: str, staged, version: int) -> No
     await cluster.wait_for(settled, SETTLE_TIMEOUT_S, f"every node to settle on ring v{version}")
 
 
-async def join_two_then_leave_one(cluster, rng: random.Random) -> History:
-    history = History()
+async def start_members_and_joiners(cluster) -> None:
+    """node1..node5 as one cluster, up and seeing each other; the others as one-node clusters, to join."""
     standalone(cluster, 5)
     for node_id in cluster.ids[:5]:
         await cluster.start(node_id)
     await cluster.wait_all_up(cluster.ids[:5])
-    for node_id in cluster.ids[5:]:  # two one-node clusters, about to join
+    for node_id in cluster.ids[5:]:
         await cluster.start(node_id)
+
+
+def start_writers(cluster, clients: trio.Nursery, history: History, rng: random.Random, prefix: str) -> None:
+    """Three writers of four keys each, on the five members, until `clients` is cancelled."""
     until_s = trio.current_time() + 1e6
+    for i in range(3):
+        nodes = cluster.ids[i:5] + cluster.ids[:i]
+        keys = [f"{prefix}{i}-{j}" for j in range(4)]
+        clients.start_soon(functools.partial(writer, cluster, history, keys, nodes, until_s, f"w{i}",
+                                             random.Random(rng.getrandbits(64))))
+
+
+async def check_nothing_lost_and_balanced(cluster, history: History, members: tuple[str, ...]) -> None:
+    """The history checkers over a final read of every key; every node on one ring of `members`, balanced
+    and spaced."""
+    assert history.outcomes()["ok"] > 20, history.outcomes()
+    keys = sorted({w.key for w in history.writes})
+    final = await final_state(cluster, keys)
+    problems = check_history(history, final) + check_resurrections(history, final) + ring_divergence(cluster)
+    problems += cluster.errors + cluster.network.errors
+    assert problems == [], "\n".join(problems) + "\n" + cluster.report()
+    ring = cluster.node("node1").membership.ring
+    report = ownership_report(ring)
+    assert ring.members == members
+    assert report.balanced and report.violations == report.violations_min == 0, report.format()
+
+
+async def join_two_then_leave_one(cluster, rng: random.Random) -> History:
+    history = History()
+    await start_members_and_joiners(cluster)
     async with trio.open_nursery() as clients:
-        for i in range(3):
-            nodes = cluster.ids[i:5] + cluster.ids[:i]
-            keys = [f"m{i}-{j}" for j in range(4)]
-            clients.start_soon(functools.partial(writer, cluster, history, keys, nodes, until_s, f"w{i}",
-                                                 random.Random(rng.getrandbits(64))))
+        start_writers(cluster, clients, history, rng, "m")
         await cluster.sleep(2.0)
         for joiner in ("node6", "node7"):
             await post(cluster, joiner, "/admin/join", {"seed": "node1", "rpc": "node1.sim:7000"})
@@ -79,16 +104,7 @@ async def join_two_then_leave_one(cluster, rng: random.Random) -> History:
         await cluster.wait_for(lambda: "node3" not in cluster.alive(), 30, "node3 to stop after leaving")
         await cluster.sleep(2.0)
         clients.cancel_scope.cancel()
-    assert history.outcomes()["ok"] > 20, history.outcomes()
-    keys = sorted({w.key for w in history.writes})
-    final = await final_state(cluster, keys)
-    problems = check_history(history, final) + check_resurrections(history, final) + ring_divergence(cluster)
-    problems += cluster.errors + cluster.network.errors
-    assert problems == [], "\n".join(problems) + "\n" + cluster.report()
-    ring = cluster.node("node1").membership.ring
-    report = ownership_report(ring)
-    assert ring.members == ("node1", "node2", "node4", "node5", "node6", "node7")
-    assert report.balanced and report.violations == report.violations_min == 0, report.format()
+    await check_nothing_lost_and_balanced(cluster, history, ("node1", "node2", "node4", "node5", "node6", "node7"))
     return history
 
 
@@ -112,20 +128,10 @@ async def clear_racing_a_commit(cluster, rng: random.Random) -> tuple[History, s
     before the clear reached it simply joins; one the commit named after that joins with its leave staged,
     and a second commit takes it out again. Nothing acknowledged may be lost in any case."""
     history = History()
-    standalone(cluster, 5)
-    for node_id in cluster.ids[:5]:
-        await cluster.start(node_id)
-    await cluster.wait_all_up(cluster.ids[:5])
-    for node_id in cluster.ids[5:]:
-        await cluster.start(node_id)
+    await start_members_and_joiners(cluster)
     joiners = cluster.ids[5:]
-    until_s = trio.current_time() + 1e6
     async with trio.open_nursery() as clients:
-        for i in range(3):
-            nodes = cluster.ids[i:5] + cluster.ids[:i]
-            keys = [f"c{i}-{j}" for j in range(4)]
-            clients.start_soon(functools.partial(writer, cluster, history, keys, nodes, until_s, f"w{i}",
-                                                 random.Random(rng.getrandbits(64))))
+        start_writers(cluster, clients, history, rng, "c")
         await cluster.sleep(2.0)
         for joiner in joiners:
             await post(cluster, joiner, "/admin/join", {"seed": "node1", "rpc": "node1.sim:7000"})
@@ -159,16 +165,7 @@ async def clear_racing_a_commit(cluster, rng: random.Random) -> tuple[History, s
                                "every joiner that did not stay to stop")
         await cluster.sleep(2.0)
         clients.cancel_scope.cancel()
-    assert history.outcomes()["ok"] > 20, history.outcomes()
-    keys = sorted({w.key for w in history.writes})
-    final = await final_state(cluster, keys)
-    problems = check_history(history, final) + check_resurrections(history, final) + ring_divergence(cluster)
-    problems += cluster.errors + cluster.network.errors
-    assert problems == [], "\n".join(problems) + "\n" + cluster.report()
-    ring = cluster.node("node1").membership.ring
-    assert ring.members == tuple(sorted(cluster.ids[:5] + stayed))
-    report = ownership_report(ring)
-    assert report.balanced and report.violations == report.violations_min == 0, report.format()
+    await check_nothing_lost_and_balanced(cluster, history, tuple(sorted(cluster.ids[:5] + stayed)))
     outcome = (f"commit {commit_after_s:+.2f} s from the clear: {answers['/admin/commit'][0]}; "
                f"joined: {stayed or 'none'}; joined, then left: {leaving or 'none'}")
     return history, outcome
