@@ -128,14 +128,14 @@ def main() -> None:
               f"{time.process_time() - started:>7.1f}")
 
     print("\ndetection of a crash (worst over live nodes, s), per seed")
-    for n in (5, 10, 20):
+    for n in (5, 10, 20, 50, 100):
         for label, network in (("quiet", None), ("5% loss", LOSSY)):
             times = [detection_s(n, s, network) for s in range(1, 6)]
             print(f"  n={n:<3} {label:<8} worst {max(times):5.2f}  mean {statistics.mean(times):5.2f}  "
                   f"({', '.join(f'{t:.2f}' for t in times)})")
 
     print("\nfalse positives over 10 simulated minutes, 5% loss, 20 ms jitter (down events about live nodes)")
-    for n in (5, 8, 10, 20):
+    for n in (5, 8, 10, 20, 50):
         counts = [false_positives(n, s) for s in range(1, 6)]
         print(f"  n={n:<3} seeds 1-5: {counts}")
 

@@ -1,8 +1,7 @@
 """Failure detection in simulation: crashes are convicted within 5 s everywhere, live nodes never are.
 
-Cluster sizes are the realistic 5-8 nodes the bound is meant for, at the default 1 s interval. (Larger
-clusters stretch the probe threshold and bootstrap by log2(n)/3, so detection takes longer there; see the
-bench.)
+Cluster sizes: the realistic 5-8 nodes, and 20, at the default 1 s interval. (Above 64 members the probe
+threshold stretches, so detection takes longer there; see gossiper.py and the bench.)
 """
 
 import pytest
@@ -26,7 +25,7 @@ def events_about(world, observer, node, kind, after_s=0.0):
     return [e for e in world.process(observer).events if e.node == node and e.kind is kind and e.at_s >= after_s]
 
 
-@pytest.mark.parametrize("n", [5, 8])
+@pytest.mark.parametrize("n", [5, 8, 20])
 @pytest.mark.parametrize("seed", seeds([1, 2, 3]))
 def test_a_crashed_node_is_marked_down_everywhere_within_5_s(n, seed):
     with replayable(seed):
@@ -45,7 +44,7 @@ def test_a_crashed_node_is_marked_down_everywhere_within_5_s(n, seed):
             assert not gossiper.is_alive(victim) and victim in gossiper.members()      # down is not removed
 
 
-@pytest.mark.parametrize("n", [5, 8])
+@pytest.mark.parametrize("n", [5, 8, 20])
 @pytest.mark.parametrize("seed", seeds([11, 12]))
 def test_no_false_positives_over_10_minutes_with_5_percent_loss(n, seed):
     with replayable(seed):
