@@ -39,7 +39,7 @@ from dynamo.http.message import Request, Response, error_response
 from dynamo.http.riak import (DEFAULT_CONTENT_TYPE, BadRequest, check_preconditions, content_headers, encode_multipart,
                               meta_from_headers, object_path, parse_request_options, resource_map_response,
                               sibling_media_type, siblings_text, vclock_from_headers, vclock_header)
-from dynamo.http.riak import RESOURCE_MAP
+from dynamo.http.riak import RESOURCE_MAP, RIAK_KV_VERSION
 from dynamo.metric import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from dynamo.object import Content, StoredObject, newest
 from dynamo.service.coordinator import GetOutcome, GetRequest, ReplicaCounts, WriteRequest
@@ -116,7 +116,7 @@ class Api:
         return resource_map_response({**RESOURCE_MAP, **UI_RESOURCES})
 
     async def _stats(self, request: Request) -> Response:
-        return _json(200, await self.node.stats_report())
+        return _json(200, {"riak_kv_version": RIAK_KV_VERSION, **await self.node.stats_report()})
 
     async def _metrics(self, request: Request) -> Response:
         stats = self.node.stats

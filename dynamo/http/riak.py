@@ -216,6 +216,15 @@ RESOURCE_MAP: Mapping[str, str] = {
 }
 
 
+# What `/stats` gives as `riak_kv_version`: the Riak release whose HTTP object API this one matches.
+# Riak's clients read it to detect features before their first request that depends on one
+# (riak-python-client fails every store without it). 1.4.12, the last 1.x, because this store has that
+# release's object API (quorum controls including pr/pw, tombstone vclocks, request timeouts) and not
+# the 2.x additions, bucket types and data types: a client told 1.4 refuses those itself, with its own
+# clear error, instead of sending requests here that would only find a 404.
+RIAK_KV_VERSION = "1.4.12"
+
+
 def resource_map_response(resources: Mapping[str, str] = RESOURCE_MAP) -> Response:
     """The `GET /` answer: the map as JSON, and the same in a Link header, as Riak sends it."""
     ordered = sorted(resources.items())

@@ -5,8 +5,13 @@ tests end by reading back keys written before the abuse, at r=all: the cluster k
 nothing.
 """
 
+import json
 import os
+import pathlib
 import socket
+import subprocess
+import sys
+import urllib.parse
 
 import pytest
 import trio
@@ -54,6 +59,24 @@ def test_concurrent_writes_become_siblings_and_a_merged_write_resolves_them(clus
     for node in cluster5.ids:
         one = cluster5.get(node, "siblings", "cart")
         assert (one.status, one.body) == (200, b"apples+pears")
+
+
+def test_riaks_own_python_client_stores_fetches_resolves_siblings_and_deletes(cluster5):
+    """The issue's "existing Riak HTTP clients must work": riak-python-client 2.7.0, unmodified, through
+    its public API (riak_client_scenario.py, in its own process)."""
+    port = {node: int(urllib.parse.urlsplit(cluster5.url(node)).port) for node in ("node1", "node3")}
+    script = pathlib.Path(__file__).with_name("riak_client_scenario.py")
+    done = subprocess.run([sys.executable, str(script), str(port["node1"]), str(port["node3"])],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["ping"] == [True, True] and seen["allow_mult"] is True
+    assert seen["plain"] == [True, "hello", "text/plain", {"colour": "blue"}, True]
+    assert seen["json"] == {"n": [1, 2]}
+    assert seen["siblings"] == ["from a", "from b"] and seen["conflict_raised"] is True
+    assert seen["resolved"] == [1, "from b"]
+    assert seen["deleted_exists"] is False
+    assert "received 400" in seen["r_above_n_val"], seen["r_above_n_val"]  # the client shows no body
 
 
 def test_a_delete_leaves_a_tombstone_that_a_later_write_replaces(cluster5):
