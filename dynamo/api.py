@@ -18,6 +18,9 @@ Object rules (DESIGN §3 and riak_kv_wm_object):
   client never saw, and a context covering them would let its next write silently replace them.
 - DELETE: writes a tombstone; without a context it replaces what the coordinator holds (as Riak, which
   reads before it deletes). 204.
+- Listings (dynamo/service/listing.py): GET /buckets/B/keys?keys=true|stream and GET
+  /buckets?buckets=true|stream answer Riak's {"keys": [...]} / {"buckets": [...]}; 503 when some
+  partition has no primary that answers.
 - Every object answer carries X-Dynamo-Replicas: "primary=P fallback=F hints=H": the primaries and
   fallbacks that had answered (get) or acked (put, delete) when the answer was made, and the hints among
   those acks. Replies still on their way are not counted (the client does not wait for them), so P+F is
@@ -28,9 +31,12 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import trio
 
 from dynamo.bucket import BadProps, props_from_json
 from dynamo.causality import CausalityDecodeError, decode_context
@@ -43,6 +49,7 @@ from dynamo.http.riak import RESOURCE_MAP, RIAK_KV_VERSION
 from dynamo.metric import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from dynamo.object import Content, StoredObject, newest
 from dynamo.service.coordinator import GetOutcome, GetRequest, ReplicaCounts, WriteRequest
+from dynamo.service.listing import CoverageError
 from dynamo.stats import prometheus_text
 from dynamo.ui import HTML_CONTENT_TYPE, UI_RESOURCES, BadLookup, preflist_lookup, ring_page
 
@@ -63,6 +70,15 @@ class HttpError(Exception):
 
 def _json(status: int, value: Any) -> Response:
     return Response(status, _JSON, json.dumps(value, separators=(",", ":")).encode("utf-8"))
+
+
+def _single_query_value(request: Request, name: str) -> str | None:
+    """The value of query parameter `name`, None when absent; 400 when given twice (which one was meant
+    is not ours to guess)."""
+    values = [value for key, value in request.query if key == name]
+    if len(values) > 1:
+        raise HttpError(400, f"{name} given {len(values)} times")
+    return values[0] if values else None
 
 
 def _method_not_allowed(allowed: str) -> HttpError:
@@ -94,8 +110,10 @@ class Api:
         if head == b"buckets" and len(segments) == 4 and segments[2] == b"keys":
             return await self._object(request, segments[1], segments[3])
         if head == b"buckets" and len(segments) == 3 and segments[2] == b"keys":
+            if method == "GET":
+                return await self._list_keys(request, segments[1])
             if method != "POST":
-                raise _method_not_allowed("POST")
+                raise _method_not_allowed("GET, POST")
             return await self._put(request, segments[1], None)
         if head == b"buckets" and len(segments) == 3 and segments[2] == b"props":
             return await self._props(request, segments[1])
@@ -148,6 +166,39 @@ class Api:
             return _json(200, preflist_lookup(self.node.membership, self.node.registry, request.query))
         except BadLookup as error:
             raise HttpError(400, error.message) from None
+
+    # ---- listings (dynamo/service/listing.py) --------------------------------------------------------
+
+    async def _list_keys(self, request: Request, bucket: bytes) -> Response:
+        self._check_name(bucket, None)
+        return await self._listing(request, "keys", lambda: self.node.listing.keys(bucket))
+
+    async def _list_buckets(self, request: Request) -> Response:
+        return await self._listing(request, "buckets", self.node.listing.buckets)
+
+    async def _listing(self, request: Request, field: str, run: Callable[[], Awaitable[list[bytes]]]) -> Response:
+        """Riak's list keys and list buckets: `?keys=true` (or `buckets=true`) answers {field: [names]};
+        `=stream` answers the same list as Riak's stream of {field: [...]} objects, here one object (the
+        list is made whole before anything is sent). Names are UTF-8 text (other bytes as surrogate escapes,
+        which Python's "surrogateescape" turns back into the bytes). `timeout` (ms) bounds the whole
+        listing: past it, 503."""
+        mode = _single_query_value(request, field)
+        if mode not in ("true", "stream"):
+            raise HttpError(400, f"list {field} with ?{field}=true or ?{field}=stream (it reads every partition)")
+        timeout = _single_query_value(request, "timeout")
+        timeout_s = math.inf
+        if timeout is not None:
+            if not (timeout.isascii() and timeout.isdigit() and int(timeout) > 0):
+                raise HttpError(400, f"timeout must be a positive integer (milliseconds), not {timeout!r}")
+            timeout_s = int(timeout) / 1000
+        with trio.move_on_after(timeout_s):
+            try:
+                names = await run()
+            except CoverageError as error:
+                raise HttpError(503, f"cannot list {field}: {error}") from None
+            text = [name.decode("utf-8", "surrogateescape") for name in names]
+            return _json(200, {field: text})
+        raise HttpError(503, f"listing {field} timed out after {timeout} ms")
 
     # ---- names and options --------------------------------------------------------------------------
 
@@ -333,6 +384,7 @@ _SIMPLE_ROUTES = {
     ("GET", b""): Api._resources,
     ("GET", b"ping"): Api._ping,
     ("GET", b"stats"): Api._stats,
+    ("GET", b"buckets"): Api._list_buckets,
     ("GET", b"metrics"): Api._metrics,
     ("GET", b"admin/ring"): Api._ring,
     ("GET", b"admin/members"): Api._members,

@@ -16,8 +16,8 @@ Theory of operation
   every queued batch and none failed. The generation rises at every start (and is at least the Unix time),
   so gossip takes the new state even after a wipe.
 - `run_node(config)` adds SIGTERM/SIGINT handling; `main(argv)` is `dynamo node --config node.toml`.
-- RPC types served: see `_serve_rpc_types` (kv.get, kv.replicate, kv.handoff, kv.coordinate, gossip, and
-  anti-entropy's aae.tree, aae.fetch, aae.push, aae.reap).
+- RPC types served: see `_serve_rpc_types` (kv.get, kv.replicate, kv.handoff, kv.coordinate, kv.list,
+  gossip, and anti-entropy's aae.tree, aae.fetch, aae.push, aae.reap).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from dynamo.service.claimant import CLEAR_TYPE, COMMIT_TYPE, HELLO_TYPE, left_at
 from dynamo.service.coordinator import Coordinator
 from dynamo.service.forgetting import Forgetting
 from dynamo.service.handoff import Handoff
+from dynamo.service.listing import LIST_TYPE, Listing
 from dynamo.service.membership import GOSSIP_TYPE, Membership
 from dynamo.service.ownership import TRANSFER_TYPE, build_ownership
 from dynamo.service.replica import Replica
@@ -276,6 +277,8 @@ class Node:
                                        siblings_max=config.siblings_max, logger=self.log)
         self.coordinator.nursery = nursery
         self.coordinator.renew_actor = self._renew_actor
+        self.listing = Listing(config.node_id, self.backend, self.membership, self.registry, self.pool,
+                               config.request_timeout_s, self.log)
         self.forgetting = Forgetting(lambda: self.actor, self.retire_actor, self.log)
         self.handoff = Handoff(config.node_id, self.forgetting, self.replica, self.hints, self.pool, self.membership,
                                self.registry, self.stats, interval_s=config.handoff_interval_s,
@@ -345,6 +348,7 @@ class Node:
             "kv.replicate": lambda peer_id, body: self.coordinator.rpc_replicate(peer_id, body),
             "kv.handoff": lambda peer_id, body: self.replica.rpc_handoff(body),
             "kv.coordinate": lambda peer_id, body: self.coordinator.rpc_coordinate(body),
+            LIST_TYPE: lambda peer_id, body: self.listing.rpc_list(body),
             GOSSIP_TYPE: self.membership.handle_rpc,
             COMMIT_TYPE: self.claimant.rpc_commit,
             HELLO_TYPE: self.claimant.rpc_hello,

@@ -266,13 +266,25 @@ def blob_digest(bucket: bytes, key: bytes, blob: bytes) -> tuple[bytes, bool]:
     """(object_digest, is_tombstone) of an encoded object, read off its CBOR without building the object:
     a replica's tree update then costs a fraction of a full decode. For this store's own encodings (as
     decode_object(trusted=True)); ObjectDecodeError if the blob does not have an object's shape."""
+    state, deleted = _blob_state(blob)
+    return _state_digest(bucket, key, state), bool(deleted) and all(deleted)
+
+
+def blob_has_live_sibling(blob: bytes) -> bool:
+    """Whether an encoded object holds a sibling that is not a tombstone (what a read would return), read
+    as blob_digest reads it."""
+    return not all(_blob_state(blob)[1])
+
+
+def _blob_state(blob: bytes) -> tuple[list[list[Any]], list[bool]]:
+    """The causal state [[actor, counter, sibling count], ...] and the deleted flag of every sibling."""
     try:
         entries = decode_cbor(blob)["s"]["e"]
         state = [[actor, counter, len(values)] for actor, counter, values in entries]
         deleted = [content[4] for _, _, values in entries for content in values]
     except (ValueError, TypeError, KeyError, IndexError) as error:
         raise ObjectDecodeError(f"not an encoded object: {error!r}") from None
-    return _state_digest(bucket, key, state), bool(deleted) and all(deleted)
+    return state, deleted
 
 
 def _state_digest(bucket: bytes, key: bytes, state: list[list[Any]]) -> bytes:

@@ -196,6 +196,14 @@ class AsyncClient:
     async def set_bucket_props(self, bucket: str | bytes, props: dict[str, Any] | None = None, **more: Any) -> None:
         await self._run(self._ops.set_bucket_props(bucket, {**(props or {}), **more}))
 
+    async def keys(self, bucket: str | bytes) -> list[str]:
+        """The bucket's keys, sorted (Riak's list keys: every partition is read; not for big buckets)."""
+        return await self._run(self._ops.keys(bucket))
+
+    async def buckets(self) -> list[str]:
+        """The buckets that hold a key, sorted (reads every partition, as `keys`)."""
+        return await self._run(self._ops.buckets())
+
     async def ping(self) -> bool:
         try:
             return await self._run(self._ops.ping())

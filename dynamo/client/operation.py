@@ -276,6 +276,14 @@ class Operations:
                     (("Content-Type", "application/json"),), body)
         _expect((yield call), 204, 200)
 
+    def keys(self, bucket: str | bytes) -> Operation:
+        call = Call("GET", _target(f"/buckets/{_quote(_name_bytes('bucket', bucket))}/keys", [("keys", "true")]))
+        return _listed(_expect((yield call), 200), "keys")
+
+    def buckets(self) -> Operation:
+        call = Call("GET", _target("/buckets", [("buckets", "true")]))
+        return _listed(_expect((yield call), 200), "buckets")
+
     def ping(self) -> Operation:
         answer = yield Call("GET", "/ping")
         return answer.status == 200 and answer.body.strip() == b"OK"
@@ -285,6 +293,14 @@ class Operations:
 
     def ring(self) -> Operation:
         return _json(_expect((yield Call("GET", "/admin/ring")), 200))
+
+
+def _listed(answer: Answer, field: str) -> list[str]:
+    listing = _json(answer)
+    names = listing.get(field) if isinstance(listing, dict) else None
+    if not (isinstance(names, list) and all(isinstance(name, str) for name in names)):
+        raise ServerError(f"a listing that is not {{{field!r}: [names]}}", status=answer.status, node=answer.node)
+    return sorted(names)
 
 
 def _created_key(answer: Answer) -> str:

@@ -219,6 +219,14 @@ class Client:
         props = {**(props or {}), **more}
         self._run(self._ops.set_bucket_props(bucket, props))
 
+    def keys(self, bucket: str | bytes) -> list[str]:
+        """The bucket's keys, sorted (Riak's list keys: every partition is read; not for big buckets)."""
+        return self._run(self._ops.keys(bucket))
+
+    def buckets(self) -> list[str]:
+        """The buckets that hold a key, sorted (reads every partition, as `keys`)."""
+        return self._run(self._ops.buckets())
+
     def ping(self) -> bool:
         """True if a node answers /ping (the first that does, in failover order)."""
         try:

@@ -93,6 +93,7 @@ def test_round_trip_context_siblings_and_resolution(tmp_path):
                 key = db.put_new("b", b"fresh", content_type="application/x-test")
                 made = db.get("b", key)
                 assert made.value == b"fresh" and made.content_type == "application/x-test"
+                assert db.keys("b") == sorted(["k", "a/ü k", key]) and db.buckets() == ["b"]
                 # Keep-alive: one idle connection per node serves consecutive calls.
                 assert len(db._pool._idle[db.roster.nodes[0].url]) == 1
         await in_thread(scenario)
@@ -261,6 +262,7 @@ def test_async_client_shares_the_operations(tmp_path):
             assert (await db.get("a", "k")).tombstone
             key = await db.put_new("a", "made")
             assert (await db.get("a", key)).text == "made"
+            assert await db.keys("a") == [key] and await db.buckets() == ["a"]  # "k" was deleted
             idle = db._idle[urls(cluster, ["n1"])[0]]
             assert len(idle) == 1  # one keep-alive stream served the sequence
     with_cluster(3, body, tmp_path)

@@ -13,6 +13,7 @@ from dynamo.object import (
     ObjectDecodeError,
     StoredObject,
     blob_digest,
+    blob_has_live_sibling,
     decode_object,
     delete,
     encode_object,
@@ -190,16 +191,19 @@ def test_objects_round_trip(ops):
 
 
 @given(ops_st)
-def test_a_blob_digest_is_the_digest_of_the_object_it_encodes(ops):
+def test_a_blob_digest_and_liveness_are_those_of_the_object_it_encodes(ops):
     _, produced, _ = run(ops)
     for obj in produced + [StoredObject()]:
         assert blob_digest(b"b", b"k", encode_object(obj)) == (object_digest(b"b", b"k", obj), obj.is_tombstone)
+        assert blob_has_live_sibling(encode_object(obj)) == bool(obj.live_siblings)
 
 
 @pytest.mark.parametrize("blob", [b"", b"\x01", cbor2.dumps({"s": 1, "v": 1}), cbor2.dumps({"s": {"e": [[1]]}})])
 def test_a_blob_digest_of_something_else_is_an_object_decode_error(blob):
     with pytest.raises(ObjectDecodeError):
         blob_digest(b"b", b"k", blob)
+    with pytest.raises(ObjectDecodeError):
+        blob_has_live_sibling(blob)
 
 
 @given(st.binary())

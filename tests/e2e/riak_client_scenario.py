@@ -2,11 +2,11 @@
 
     python tests/e2e/riak_client_scenario.py HTTP_PORT_A HTTP_PORT_B
 
-It stores, fetches, makes siblings from two nodes, resolves them with the fetched context, deletes, and
-uses quorum options, each through the client's public API only, and prints what it saw as one JSON line
-for test_kv.py to check. Run in its own process because the client, written for Python up to 3.9, needs
-two names that Python 3.10 removed put back before it is imported (below), and those changes must not
-reach the test process.
+It stores, fetches, makes siblings from two nodes, resolves them with the fetched context, lists keys and
+buckets, deletes, and uses quorum options, each through the client's public API only, and prints what it
+saw as one JSON line for test_kv.py to check. Run in its own process because the client, written for
+Python up to 3.9, needs what Python 3.10 removed put back before it is imported (the abstract collections
+in `collections`, namedtuple's `verbose`; below), and those changes must not reach the test process.
 """
 
 import collections
@@ -59,6 +59,10 @@ def main(port_a: int, port_b: int) -> dict:
     conflicted.store()  # with the vclock the fetch brought: replaces both
     resolved = bucket_b.get("two", r="all")
     seen["resolved"] = [len(resolved.siblings), resolved.data]
+
+    seen["keys"] = sorted(bucket_b.get_keys())
+    seen["streamed_keys"] = sorted(key for chunk in bucket_a.stream_keys() for key in chunk)
+    seen["bucket_listed"] = bucket_a.name in [bucket.name for bucket in a.get_buckets()]
 
     bucket_b.get("plain").delete()
     seen["deleted_exists"] = bucket_a.get("plain", r="all").exists

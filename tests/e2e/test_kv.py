@@ -61,7 +61,7 @@ def test_concurrent_writes_become_siblings_and_a_merged_write_resolves_them(clus
         assert (one.status, one.body) == (200, b"apples+pears")
 
 
-def test_riaks_own_python_client_stores_fetches_resolves_siblings_and_deletes(cluster5):
+def test_riaks_own_python_client_stores_fetches_resolves_siblings_lists_and_deletes(cluster5):
     """The issue's "existing Riak HTTP clients must work": riak-python-client 2.7.0, unmodified, through
     its public API (riak_client_scenario.py, in its own process)."""
     port = {node: int(urllib.parse.urlsplit(cluster5.url(node)).port) for node in ("node1", "node3")}
@@ -75,6 +75,7 @@ def test_riaks_own_python_client_stores_fetches_resolves_siblings_and_deletes(cl
     assert seen["json"] == {"n": [1, 2]}
     assert seen["siblings"] == ["from a", "from b"] and seen["conflict_raised"] is True
     assert seen["resolved"] == [1, "from b"]
+    assert seen["keys"] == seen["streamed_keys"] == ["json", "plain", "two"] and seen["bucket_listed"] is True
     assert seen["deleted_exists"] is False
     assert "received 400" in seen["r_above_n_val"], seen["r_above_n_val"]  # the client shows no body
 

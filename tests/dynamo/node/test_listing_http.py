@@ -1,0 +1,69 @@
+"""Riak's list keys and list buckets over HTTP, on a 5-node in-process cluster."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_keys_and_buckets_are_listed_from_any_node_without_deleted_keys(local_cluster, trio_run):
+    async def main():
+        async with local_cluster(5) as cluster:
+            writer, reader = cluster.client("n1"), cluster.client("n4")
+            keys = [f"k{i}" for i in range(30)] + ["a/b", "naïve"]
+            for key in keys:
+                assert (await writer.put("fruit", key, b"x", w="all")).status == 204
+            assert (await writer.put("veg", "leek", b"x", w="all")).status == 204
+            assert (await writer.put("gone", "only", b"x", w="all")).status == 204
+            for bucket, key in [("fruit", "k3"), ("gone", "only")]:
+                assert (await writer.delete(bucket, key, w="all")).status == 204
+            expected = sorted(set(keys) - {"k3"})
+
+            listed = await reader.request("GET", "/buckets/fruit/keys", keys="true")
+            assert listed.status == 200, listed
+            assert listed.headers["content-type"] == "application/json"
+            assert sorted(listed.json()["keys"]) == expected
+            streamed = await cluster.client("n2").request("GET", "/buckets/fruit/keys", keys="stream")
+            assert streamed.status == 200 and sorted(json.loads(streamed.body)["keys"]) == expected
+            assert (await reader.request("GET", "/buckets/none/keys", keys="true")).json() == {"keys": []}
+            buckets = await cluster.client("n5").request("GET", "/buckets", buckets="true")
+            assert buckets.status == 200 and buckets.json() == {"buckets": ["fruit", "veg"]}, buckets
+
+            await cluster.stop("n3")  # each partition keeps two primaries that answer
+            await cluster.wait_down("n3")
+            again = await reader.request("GET", "/buckets/fruit/keys", keys="true")
+            assert again.status == 200 and sorted(again.json()["keys"]) == expected
+    trio_run(main, timeout_s=60)
+
+
+def test_a_listing_that_cannot_cover_every_partition_is_503(local_cluster, trio_run):
+    async def main():
+        async with local_cluster(3) as cluster:
+            client = cluster.client("n1")
+            props = await client.request("PUT", "/buckets/single/props", b'{"props": {"n_val": 1}}',
+                                         headers={"Content-Type": "application/json"})
+            assert props.status == 204, props
+            await cluster.wait_until(lambda: all(cluster.node(n).registry.get(b"single").n_val == 1
+                                                 for n in cluster.ids))
+            await cluster.stop("n2")
+            await cluster.wait_down("n2")
+            reply = await client.request("GET", "/buckets/single/keys", keys="true")
+            assert reply.status == 503 and "no primary answered for" in reply.text, reply
+            default = await client.request("GET", "/buckets/other/keys", keys="true")
+            assert default.status == 200, default  # n_val 3: the other primaries cover
+    trio_run(main, timeout_s=60)
+
+
+def test_bad_listing_requests_are_400_and_other_methods_405(local_cluster, trio_run):
+    async def main():
+        async with local_cluster(3) as cluster:
+            client = cluster.client("n1")
+            for path, query, words in [("/buckets/b/keys", {}, "keys=true"),
+                                       ("/buckets/b/keys", {"keys": "false"}, "keys=true"),
+                                       ("/buckets", {}, "buckets=true"),
+                                       ("/buckets/b/keys", {"keys": "true", "timeout": "soon"}, "timeout"),
+                                       ("/buckets/b/keys?keys=true&keys=stream", {}, "keys given 2 times")]:
+                reply = await client.request("GET", path, **query)
+                assert reply.status == 400 and words in reply.text, (path, query, reply)
+            put = await client.request("PUT", "/buckets/b/keys", b"x")
+            assert put.status == 405 and put.headers["allow"] == "GET, POST", put
+    trio_run(main)
