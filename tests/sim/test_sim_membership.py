@@ -18,7 +18,7 @@ from dynamo.config import Member
 from gossip.membership import Status
 from ring.report import ownership_report
 from tools.sim.history import History, check_history, check_resurrections
-from tools.sim.node_workload import final_state, ring_divergence, writer
+from tools.sim.node_workload import BUCKET, final_state, ring_divergence, writer
 from tools.sim.replay import replayable, seeds
 from tools.sim.trio_run import run_simulation
 
@@ -76,14 +76,18 @@ def start_writers(cluster, clients: trio.Nursery, history: History, rng: random.
 
 
 async def check_nothing_lost_and_balanced(cluster, history: History, members: tuple[str, ...]) -> None:
-    """The history checkers over a final read of every key; every node on one ring of `members`, balanced
-    and spaced."""
+    """The history checkers over a final read of every key; every node lists exactly the live keys; every
+    node on one ring of `members`, balanced and spaced."""
     assert history.outcomes()["ok"] > 20, history.outcomes()
     keys = sorted({w.key for w in history.writes})
     final = await final_state(cluster, keys)
     problems = check_history(history, final) + check_resurrections(history, final) + ring_divergence(cluster)
     problems += cluster.errors + cluster.network.errors
     assert problems == [], "\n".join(problems) + "\n" + cluster.report()
+    live = sorted(key for key, values in final.items() if values)
+    for node_id in cluster.alive():  # every member lists the same keys: the ring change left none behind
+        listed = await cluster.request(node_id, "GET", f"/buckets/{BUCKET}/keys?keys=true")
+        assert listed.status == 200 and sorted(listed.json()["keys"]) == live, (node_id, listed.text, live)
     ring = cluster.node("node1").membership.ring
     report = ownership_report(ring)
     assert ring.members == members
