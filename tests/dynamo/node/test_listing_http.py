@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import trio
+
 
 def test_keys_and_buckets_are_listed_from_any_node_without_deleted_keys(local_cluster, trio_run):
     async def main():
@@ -66,4 +68,16 @@ def test_bad_listing_requests_are_400_and_other_methods_405(local_cluster, trio_
                 assert reply.status == 400 and words in reply.text, (path, query, reply)
             put = await client.request("PUT", "/buckets/b/keys", b"x")
             assert put.status == 405 and put.headers["allow"] == "GET, POST", put
+    trio_run(main)
+
+
+def test_a_listing_past_its_timeout_is_503(local_cluster, trio_run):
+    async def main():
+        async with local_cluster(3) as cluster:
+            async def slow(bucket):
+                await trio.sleep(5)
+                return []
+            cluster.node("n1").listing.keys = slow
+            reply = await cluster.client("n1").request("GET", "/buckets/b/keys", keys="true", timeout="50")
+            assert reply.status == 503 and "timed out after 50 ms" in reply.text, reply
     trio_run(main)
