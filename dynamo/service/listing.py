@@ -9,9 +9,10 @@ Theory of operation
   local store when that primary is this node), and joins the answers: a covering set, as Riak's coverage
   plans are. At most CONCURRENCY partitions are asked at once.
 - Which primary: those of the bucket's n_val (the default n_val for a bucket listing), the ones the
-  failure detector has up first, each in ring order; the next one when one fails to answer. A partition
-  none of them answers for fails the whole listing with `CoverageError` naming it (503): a short list
-  is never passed off as complete.
+  failure detector has up first, each in ring order; the next one when one fails to answer. A node that
+  failed once is asked last for the rest of the listing, so a hung node not yet convicted costs one
+  request timeout, not one per partition. A partition none of them answers for fails the whole listing
+  with `CoverageError` naming it (503): a short list is never passed off as complete.
 - What counts: keys with a live sibling. A key whose siblings are all tombstones is left out (Riak lists
   deleted keys until they are reaped). A bucket counts where it has such a key. A key written only to
   fallbacks, while its primaries were down, is listed once it is handed back. A listing is not a
@@ -117,23 +118,29 @@ class Listing:
         partitions = self.membership.ring.partitions
         results: list[list[bytes]] = [[] for _ in range(partitions)]
         uncovered: list[int] = []
+        failed: dict[str, tuple[int, str]] = {}  # node -> (asks it failed, the first error)
         limiter = trio.CapacityLimiter(CONCURRENCY)
 
         async def cover(partition: int) -> None:
             async with limiter:
                 preflist = self.membership.preflist(partition, n_val)
+                # Up first, and a node that already failed this listing last: one that hangs costs one
+                # timeout, not one per partition. Stable: ring order within each group.
                 candidates = sorted((replica.node for replica in preflist.primaries),
-                                    key=lambda node: node in preflist.down)  # stable: ring order kept
+                                    key=lambda node: (node in failed, node in preflist.down))
                 for node in candidates:
                     try:
                         results[partition] = await self._ask(node, bucket, partition)
                         return
                     except (RpcError, OSError, ValueError) as error:
-                        self.log.info("listing: %s did not answer for partition %d: %s", node, partition, error)
+                        count, first = failed.get(node, (0, str(error)))
+                        failed[node] = count + 1, first
                 uncovered.append(partition)
         async with trio.open_nursery() as nursery:
             for partition in range(partitions):
                 nursery.start_soon(cover, partition)
+        for node, (count, first) in sorted(failed.items()):
+            self.log.info("listing: %s failed %d partition ask(s), the first with: %s", node, count, first)
         if uncovered:
             raise CoverageError(sorted(uncovered))
         return results

@@ -7,10 +7,11 @@ import types
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import example, given, settings, strategies as st
 
 from dynamo.object import Content, delete, encode_object, put
-from dynamo.rpc import RpcUnavailable
+from dynamo.rpc import RpcTimeout, RpcUnavailable
 from dynamo.service import listing as listing_module
 from dynamo.service.listing import CoverageError, Listing
 from dynamo.storage import MemoryBackend
@@ -58,27 +59,31 @@ def test_a_partitions_scan_lists_its_live_keys_and_buckets_whatever_the_page_siz
 
 
 class FakeRing:
-    """Four partitions; partition p's primaries are nodes p, p+1, p+2 (mod 4) of n0..n3."""
-    partitions = 4
+    """Partition p's primaries are nodes p, p+1, p+2 (mod 4) of n0..n3."""
 
-    def __init__(self, down=()):
-        self.down = frozenset(down)
+    def __init__(self, down=(), partitions=4):
+        self.down, self.partitions = frozenset(down), partitions
 
     def preflist(self, partition, n_val):
         primaries = tuple(Replica(f"n{(partition + i) % 4}", (partition + i) % 4) for i in range(n_val))
         return Preflist(partition, n_val, primaries, (), self.down)
 
 
-def cluster_listing(node_stores, down=(), unreachable=()):
-    """A Listing on n0 whose peers answer from `node_stores` (node -> backend), except `unreachable`."""
+def cluster_listing(node_stores, down=(), unreachable=(), hung=(), partitions=4):
+    """A Listing on n0 whose peers answer from `node_stores` (node -> backend), except `unreachable` (refused
+    at once) and `hung` (no answer before the call's timeout)."""
     asked = []
 
     async def call(node, type_, body, timeout_s):
         asked.append((node, body[1]))
         if node in unreachable:
             raise RpcUnavailable(f"{node} is gone")
+        if node in hung:
+            await trio.sleep(timeout_s)
+            raise RpcTimeout(f"no reply from {node}")
         return await listing_over(node_stores[node], membership).local(body[0], body[1])
-    membership = types.SimpleNamespace(ring=FakeRing(), preflist=FakeRing(down).preflist)
+    ring = FakeRing(down, partitions)
+    membership = types.SimpleNamespace(ring=ring, preflist=ring.preflist)
     return listing_over(node_stores["n0"], membership, types.SimpleNamespace(call=call), node_id="n0"), asked
 
 
@@ -104,6 +109,17 @@ def test_a_down_or_silent_primary_is_replaced_by_the_next_one():
     assert trio.run(listing.keys, b"a") == [b"k0", b"k1", b"k3"]
     assert ("n1", 1) not in asked or asked.index(("n1", 1)) > asked.index(("n2", 1))  # up ones first
     assert all(node != "n1" for node, p in asked if p != 1)  # n1 only asked where nothing else answered
+
+
+def test_a_hung_primary_costs_one_timeout_per_wave_not_one_per_partition():
+    rows = {p: [(b"a", b"k%d" % p, True)] for p in range(40)}
+    stores = {f"n{node}": stored({p: entries for p, entries in rows.items()
+                                  if node in {p % 4, (p + 1) % 4, (p + 2) % 4}}) for node in range(4)}
+    listing, asked = cluster_listing(stores, hung={"n1"}, partitions=40)
+    clock = trio.testing.MockClock(autojump_threshold=0)  # the hung asks' timeouts pass at once
+    assert trio.run(listing.keys, b"a", clock=clock) == sorted(b"k%d" % p for p in range(40))
+    hung_asks = [p for node, p in asked if node == "n1"]
+    assert len(hung_asks) <= listing_module.CONCURRENCY < 10  # n1 leads 10 partitions: it is not asked for each
 
 
 def test_a_partition_no_primary_answers_for_fails_the_listing():
