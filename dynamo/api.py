@@ -43,7 +43,8 @@ from dynamo.causality import CausalityDecodeError, decode_context
 from dynamo.change_api import ROUTES as CHANGE_ROUTES
 from dynamo.http.message import Request, Response, error_response
 from dynamo.http.riak import (DEFAULT_CONTENT_TYPE, BadRequest, check_preconditions, content_headers, encode_multipart,
-                              meta_from_headers, object_path, parse_request_options, resource_map_response,
+                              meta_from_headers, object_path, parse_listing_options, parse_request_options,
+                              resource_map_response,
                               sibling_media_type, siblings_text, vclock_from_headers, vclock_header)
 from dynamo.http.riak import RESOURCE_MAP, RIAK_KV_VERSION
 from dynamo.metric import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -70,15 +71,6 @@ class HttpError(Exception):
 
 def _json(status: int, value: Any) -> Response:
     return Response(status, _JSON, json.dumps(value, separators=(",", ":")).encode("utf-8"))
-
-
-def _single_query_value(request: Request, name: str) -> str | None:
-    """The value of query parameter `name`, None when absent; 400 when given twice (which one was meant
-    is not ours to guess)."""
-    values = [value for key, value in request.query if key == name]
-    if len(values) > 1:
-        raise HttpError(400, f"{name} given {len(values)} times")
-    return values[0] if values else None
 
 
 def _method_not_allowed(allowed: str) -> HttpError:
@@ -182,23 +174,15 @@ class Api:
         list is made whole before anything is sent). Names are UTF-8 text (other bytes as surrogate escapes,
         which Python's "surrogateescape" turns back into the bytes). `timeout` (ms) bounds the whole
         listing: past it, 503."""
-        mode = _single_query_value(request, field)
-        if mode not in ("true", "stream"):
-            raise HttpError(400, f"list {field} with ?{field}=true or ?{field}=stream (it reads every partition)")
-        timeout = _single_query_value(request, "timeout")
-        timeout_s = math.inf
-        if timeout is not None:
-            if not (timeout.isascii() and timeout.isdigit() and int(timeout) > 0):
-                raise HttpError(400, f"timeout must be a positive integer (milliseconds), not {timeout!r}")
-            timeout_s = int(timeout) / 1000
-        with trio.move_on_after(timeout_s):
+        _, timeout_ms = parse_listing_options(request.query, field)
+        with trio.move_on_after(math.inf if timeout_ms is None else timeout_ms / 1000):
             try:
                 names = await run()
             except CoverageError as error:
                 raise HttpError(503, f"cannot list {field}: {error}") from None
             text = [name.decode("utf-8", "surrogateescape") for name in names]
             return _json(200, {field: text})
-        raise HttpError(503, f"listing {field} timed out after {timeout} ms")
+        raise HttpError(503, f"listing {field} timed out after {timeout_ms} ms")
 
     # ---- names and options --------------------------------------------------------------------------
 

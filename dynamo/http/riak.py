@@ -12,6 +12,8 @@ request gets a 400 before any replica is asked:
 - timeout (milliseconds, > 0), returnbody, basic_quorum, notfound_ok (true|false, the last two also
   default), vtag (any non-empty text). A parameter given twice is refused: which one was meant is
   not ours to guess. Names not listed here are ignored, as Riak ignores them.
+- Listings (list keys, list buckets) take keys=true|stream (or buckets=) and timeout, under the same
+  rules.
 - Every refusal is `BadRequest` (a ValueError) with a one-line message; a broken bucket default is
   a plain ValueError (a server fault, 500).
 
@@ -115,10 +117,10 @@ def resolve_quorum(name: str, value: int | str, n_val: int) -> int:
     raise ValueError(f"{name} must be an integer or one|quorum|all, got {value!r:.40}")
 
 
-def _single_values(query: Iterable[tuple[str, str]]) -> dict[str, str]:
+def _single_values(query: Iterable[tuple[str, str]], known: frozenset[str] = _KNOWN) -> dict[str, str]:
     given: dict[str, str] = {}
     for name, value in query:
-        if name not in _KNOWN:
+        if name not in known:
             continue
         if name in given:
             raise BadRequest(f"query parameter {name} given more than once")
@@ -186,6 +188,16 @@ def _parse_flag(name: str, raw: str | None, bucket_props: Any | None) -> bool:
         return lowered == "true"
     choices = "true|false|default" if bucket_props is not None else "true|false"
     raise BadRequest(f"{name} must be {choices}, got {raw!r:.40}")
+
+
+def parse_listing_options(query: Iterable[tuple[str, str]], field: str) -> tuple[str, int | None]:
+    """Riak's list keys (`field` "keys") and list buckets ("buckets") options: (`field`'s value, true or
+    stream; timeout in ms or None). BadRequest for anything else, as for an object request."""
+    given = _single_values(query, frozenset((field, "timeout")))
+    mode = given.get(field)
+    if mode not in ("true", "stream"):
+        raise BadRequest(f"list {field} with ?{field}=true or ?{field}=stream (it reads every partition)")
+    return mode, _parse_timeout(given.get("timeout"))
 
 
 def _parse_timeout(raw: str | None) -> int | None:

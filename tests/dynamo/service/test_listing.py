@@ -88,9 +88,9 @@ def cluster_listing(node_stores, down=(), unreachable=(), hung=(), partitions=4)
 
 
 def replicated(rows_by_partition):
-    """Each node's store holding the partitions it is a primary of."""
+    """Each node's store holding the partitions it is a primary of (FakeRing's)."""
     return {f"n{node}": stored({p: entries for p, entries in rows_by_partition.items()
-                                if node in {p, (p + 1) % 4, (p + 2) % 4}}) for node in range(4)}
+                                if node in {p % 4, (p + 1) % 4, (p + 2) % 4}}) for node in range(4)}
 
 
 ROWS = {0: [(b"a", b"k0", True), (b"b", b"x", False)], 1: [(b"a", b"k1", True)], 2: [(b"b", b"y", True)],
@@ -113,9 +113,7 @@ def test_a_down_or_silent_primary_is_replaced_by_the_next_one():
 
 def test_a_hung_primary_costs_one_timeout_per_wave_not_one_per_partition():
     rows = {p: [(b"a", b"k%d" % p, True)] for p in range(40)}
-    stores = {f"n{node}": stored({p: entries for p, entries in rows.items()
-                                  if node in {p % 4, (p + 1) % 4, (p + 2) % 4}}) for node in range(4)}
-    listing, asked = cluster_listing(stores, hung={"n1"}, partitions=40)
+    listing, asked = cluster_listing(replicated(rows), hung={"n1"}, partitions=40)
     clock = trio.testing.MockClock(autojump_threshold=0)  # the hung asks' timeouts pass at once
     assert trio.run(listing.keys, b"a", clock=clock) == sorted(b"k%d" % p for p in range(40))
     hung_asks = [p for node, p in asked if node == "n1"]
