@@ -13,13 +13,15 @@ Rules kept here:
   contain an escaped slash (%2F), so a router splits on "/" first and decodes each segment after
   (`Request.path_segments`), never the other way round.
 - An error the server or a route sends is one line of plain text plus "\\n" (`error_response`).
+- A body too big or too slow to make whole before the first byte is sent is a `BodyWriter`
+  (`Response.stream`): the server calls it with a `write` of its own and sends each chunk as it comes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import urllib.parse
-from typing import Iterable, Iterator
+from typing import Awaitable, Callable, Iterable, Iterator
 
 
 class Headers:
@@ -105,13 +107,24 @@ class Request:
                      for part in parts)
 
 
+BodyWriter = Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]]
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Response:
-    """What an app returns. The server adds Content-Length, Server and Date itself."""
+    """What an app returns. The server adds Content-Length, Server and Date itself.
+
+    With `stream`, the body is not `body` but what `await stream(write)` writes, chunk by chunk, each
+    `await write(chunk)` returning once the chunk is on its way (backpressure from a slow reader). The
+    length is not known ahead: HTTP/1.1 gets it chunked, HTTP/1.0 until the connection closes. Once the
+    head is sent the status cannot change, so a writer reports a failure inside the body, in whatever
+    form its format has; a writer that raises ends the connection without the closing chunk, which a
+    client sees as a broken response."""
 
     status: int
     headers: Headers | tuple[tuple[str, str], ...] = ()
     body: bytes = b""
+    stream: BodyWriter | None = None
 
 
 def make_request(method: str, target: str, headers: Iterable[tuple[str, str]] = (), body: bytes = b"",

@@ -21,7 +21,8 @@ Limits, each answered without disturbing any other connection:
 After an error response the connection lingers: it shuts down its write side and drains what the
 client still sends for up to `linger_s`, so the client reads the error instead of a reset.
 
-Every response carries Content-Length (except 1xx/204/304, which have no body), Server and Date.
+Every response carries Content-Length (except 1xx/204/304, which have no body, and a streamed body,
+`Response.stream`, which goes out chunked as the app writes it), Server and Date.
 A HEAD response has the headers of the GET and no body. `Expect: 100-continue` gets its
 100 Continue just before the body is read, and never when the request is refused from its head.
 Stopping: cancel the scope around `serve`; every connection task is cancelled and its socket closed.
@@ -45,7 +46,7 @@ from typing import Awaitable, Callable, Sequence
 import h11
 import trio
 
-from dynamo.http.message import Headers, Request, Response, error_response, parse_query
+from dynamo.http.message import BodyWriter, Headers, Request, Response, error_response, parse_query
 from dynamo.rpc.channel import close_channel, open_channel
 
 log = logging.getLogger(__name__)
@@ -264,12 +265,17 @@ class _Connection:
         """Send one response; True when the connection may serve another request."""
         conn = self.conn
         try:
-            event, body = self._response_event(response)
+            event, body, stream = self._response_event(response)
         except Exception as exc:  # h11.LocalProtocolError, a non-str header, a bad status, ...
             log.error("HTTP app returned an invalid response (%r): %s", response.status, exc)
-            event, body = self._response_event(_INTERNAL_ERROR)
+            event, body, stream = self._response_event(_INTERNAL_ERROR)
         data = conn.send(event)
-        if body:
+        if stream is not None:
+            await self._send(data)
+            if not await self._stream_body(stream):
+                return False
+            data = b""
+        elif body:
             data += conn.send(h11.Data(data=body))
         data += conn.send(h11.EndOfMessage())
         await self._send(data)
@@ -278,10 +284,46 @@ class _Connection:
         conn.start_next_cycle()
         return True
 
-    def _response_event(self, response: Response) -> tuple[h11.Response, bytes]:
-        """The h11 event for a response (h11 validates the headers here) and the body to send."""
+    async def _stream_body(self, stream: BodyWriter) -> bool:
+        """Run the app's body writer, sending each chunk it writes; False if it failed (the connection
+        must then end: the body is cut short, without the closing chunk). The writer counts as the app
+        running, except while a chunk waits on the client: a client that stops reading is idle."""
+        conn = self.conn
+        server = self.server
+        peer_gone = False
+
+        async def write(chunk: bytes) -> None:
+            nonlocal peer_gone
+            if chunk:
+                data = conn.send(h11.Data(data=chunk))
+                self.busy = False
+                try:
+                    await self._send(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    peer_gone = True
+                    raise
+                finally:
+                    self.busy = True
+
+        server.inflight += 1
+        self.busy = True
+        try:
+            await stream(write)
+            return True
+        except Exception:  # the writer's own nursery may wrap a failed write in an ExceptionGroup
+            if not peer_gone:
+                log.exception("HTTP app failed while streaming a %s response", self.method.decode("ascii"))
+            return False
+        finally:
+            server.inflight -= 1
+            self.busy = False
+
+    def _response_event(self, response: Response) -> tuple[h11.Response, bytes, BodyWriter | None]:
+        """The h11 event for a response (h11 validates the headers here), the body to send, and the
+        body writer when the body is streamed."""
         status = response.status
         body = response.body
+        stream = response.stream
         headers = [(b"Server", SERVER_NAME), (b"Date", self.server.date_header())]
         given_length = None
         for name, value in response.headers:
@@ -294,15 +336,16 @@ class _Connection:
                 headers = [pair for pair in headers if pair[0].lower() != lower.encode("ascii")]
             headers.append((name.encode("ascii"), value.encode("latin-1")))
         if status in _NO_BODY_STATUSES:
-            body = b""
+            body, stream = b"", None
         elif self.method == b"HEAD" and given_length is not None:
             headers.append((b"Content-Length", given_length.encode("ascii")))
-        else:
+        elif stream is None:
             headers.append((b"Content-Length", str(len(body)).encode("ascii")))
+        # else: no length; h11 frames the body chunked for HTTP/1.1, or by closing for HTTP/1.0
         if self.method == b"HEAD":
-            body = b""
+            body, stream = b"", None
         event = h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, b""))
-        return event, body
+        return event, body, stream
 
     async def _send(self, data: bytes) -> None:
         self.activity += 1
@@ -316,7 +359,7 @@ class _Connection:
         # The message may quote the offending bytes (h11 does): keep the line short.
         response = error_response(status, message[:200], headers=(("Connection", "close"),))
         try:
-            event, body = self._response_event(response)
+            event, body, _ = self._response_event(response)
             data = conn.send(event)
             if body:
                 data += conn.send(h11.Data(data=body))

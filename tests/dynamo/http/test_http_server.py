@@ -43,6 +43,24 @@ class RawClient:
             headers.setdefault(name.strip().lower(), []).append(value.strip())
         return int(status_line.split(" ")[1]), headers
 
+    async def read_chunks(self):
+        """A chunked body, as the list of its chunks; EOFError (with what came) if it ends unclosed."""
+        chunks = []
+        while True:
+            while b"\r\n" not in self.buffer:
+                if not await self._fill():
+                    raise EOFError(chunks)
+            size_line, _, rest = self.buffer.partition(b"\r\n")
+            size = int(size_line, 16)
+            while len(rest) < size + 2:
+                if not await self._fill():
+                    raise EOFError(chunks)
+                size_line, _, rest = self.buffer.partition(b"\r\n")
+            self.buffer = rest[size + 2:]
+            if size == 0:
+                return chunks
+            chunks.append(rest[:size])
+
     async def read_response(self, head_request=False):
         status, headers = await self.read_head()
         if status in (204, 304) or 100 <= status < 200:
@@ -81,6 +99,7 @@ class EchoApp:
         self.entered_slow = trio.Event()
         self.active = 0
         self.active_max = 0
+        self.streams = []
 
     async def __call__(self, request):
         self.calls.append(request)
@@ -102,11 +121,33 @@ class EchoApp:
                 return Response(200, ((b"X-Bytes", b"no"),), b"x")
             if request.path == "/nap":
                 await trio.sleep(0.6)
+            if request.path.startswith("/stream"):
+                return Response(200, (("Content-Type", "text/plain"),), b"ignored", stream=self.writer(request.path))
             await trio.sleep(0)
             body = f"{request.method} {request.path}|".encode() + request.body
             return Response(200, (("Content-Type", "text/plain"),), body)
         finally:
             self.active -= 1
+
+    def writer(self, path):
+        """/stream: "one", an empty write, "two"; /stream-boom: "one", then raises; /stream-forever: 64 KiB
+        chunks until cancelled. `self.streams` records each writer's start and how it ended."""
+        async def write_body(write):
+            self.streams.append([path, "running"])
+            try:
+                await write(b"one")
+                await write(b"")
+                await trio.sleep(0)
+                if path == "/stream-boom":
+                    raise RuntimeError("writer failed")
+                while path == "/stream-forever":
+                    await write(b"x" * 65536)
+                await write(b"two")
+                self.streams[-1][1] = "done"
+            except BaseException as exc:
+                self.streams[-1][1] = type(exc).__name__
+                raise
+        return write_body
 
 
 def run_with_server(test, app=None, **limits):
@@ -353,6 +394,70 @@ def test_a_slow_app_is_not_idle_but_a_stalled_body_is():
 
     app = run_with_server(test, idle_timeout_s=0.2)
     assert "/k" not in [call.path for call in app.calls]
+
+
+def test_a_streamed_body_goes_out_chunked_as_written_and_the_connection_is_kept():
+    async def test(connect, app):
+        client = await connect()
+        await client.send(get("/stream"))
+        status, headers = await client.read_head()
+        assert status == 200 and headers["transfer-encoding"] == ["chunked"] and "content-length" not in headers
+        assert await client.read_chunks() == [b"one", b"two"]  # the empty write sent nothing
+        await assert_serves_good_client(connect)
+        await client.send(get("/after"))
+        assert (await client.read_response())[2] == b"GET /after|"
+
+    app = run_with_server(test)
+    assert app.streams == [["/stream", "done"]]
+
+
+def test_a_streamed_body_to_http_1_0_ends_with_the_connection_and_head_runs_no_writer():
+    async def test(connect, app):
+        client = await connect()
+        await client.send(b"HEAD /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, headers = await client.read_head()
+        assert status == 200 and "content-length" not in headers
+        await client.send(get("/after"))  # no body came after the HEAD's head
+        assert (await client.read_response())[2] == b"GET /after|"
+        old = await connect()
+        await old.send(b"GET /stream HTTP/1.0\r\n\r\n")
+        status, headers = await old.read_head()
+        assert status == 200 and "transfer-encoding" not in headers and "content-length" not in headers
+        while await old._fill():
+            pass
+        assert old.buffer == b"onetwo"
+
+    app = run_with_server(test)
+    assert app.streams == [["/stream", "done"]]  # the HTTP/1.0 GET's; the HEAD ran none
+
+
+def test_a_writer_that_fails_cuts_the_body_short_and_the_server_goes_on(caplog):
+    async def test(connect, app):
+        client = await connect()
+        await client.send(get("/stream-boom"))
+        assert (await client.read_head())[0] == 200
+        with pytest.raises(EOFError) as cut:
+            await client.read_chunks()
+        assert cut.value.args[0] == [b"one"]  # no closing chunk: the client can tell it is broken
+        await assert_serves_good_client(connect)
+
+    with caplog.at_level(logging.ERROR):
+        app = run_with_server(test)
+    assert app.streams == [["/stream-boom", "RuntimeError"]]
+    assert "failed while streaming a GET response" in caplog.text
+
+
+def test_a_client_that_stops_reading_a_stream_is_idle_and_its_writer_is_cancelled():
+    async def test(connect, app):
+        client = await connect()
+        await client.send(get("/stream-forever"))
+        assert (await client.read_head())[0] == 200
+        while not app.streams or app.streams[0][1] == "running":  # the socket fills, then the reaper acts
+            await trio.sleep(0.05)
+        await assert_serves_good_client(connect)
+
+    app = run_with_server(test, idle_timeout_s=0.3)
+    assert app.streams == [["/stream-forever", "Cancelled"]]
 
 
 def test_http_1_0_gets_one_answer_then_close():
