@@ -18,9 +18,9 @@ Object rules (DESIGN §3 and riak_kv_wm_object):
   client never saw, and a context covering them would let its next write silently replace them.
 - DELETE: writes a tombstone; without a context it replaces what the coordinator holds (as Riak, which
   reads before it deletes). 204.
-- Listings (dynamo/service/listing.py): GET /buckets/B/keys?keys=true|stream and GET
-  /buckets?buckets=true|stream answer Riak's {"keys": [...]} / {"buckets": [...]}; 503 when some
-  partition has no primary that answers.
+- Listings (dynamo/service/listing.py): GET /buckets/B/keys?keys=true and GET /buckets?buckets=true
+  answer Riak's {"keys": [...]} / {"buckets": [...]}; 503 when some partition has no primary that
+  answers. With =stream the names go out chunked as partitions answer, as Riak streams them.
 - Every object answer carries X-Dynamo-Replicas: "primary=P fallback=F hints=H": the primaries and
   fallbacks that had answered (get) or acked (put, delete) when the answer was made, and the hints among
   those acks. Replies still on their way are not counted (the client does not wait for them), so P+F is
@@ -41,7 +41,7 @@ import trio
 from dynamo.bucket import BadProps, props_from_json
 from dynamo.causality import CausalityDecodeError, decode_context
 from dynamo.change_api import ROUTES as CHANGE_ROUTES
-from dynamo.http.message import Request, Response, error_response
+from dynamo.http.message import BodyWriter, Request, Response, error_response
 from dynamo.http.riak import (DEFAULT_CONTENT_TYPE, BadRequest, check_preconditions, content_headers, encode_multipart,
                               meta_from_headers, object_path, parse_listing_options, parse_request_options,
                               resource_map_response,
@@ -50,7 +50,7 @@ from dynamo.http.riak import RESOURCE_MAP, RIAK_KV_VERSION
 from dynamo.metric import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from dynamo.object import Content, StoredObject, newest
 from dynamo.service.coordinator import GetOutcome, GetRequest, ReplicaCounts, WriteRequest
-from dynamo.service.listing import CoverageError
+from dynamo.service.listing import CoverageError, Emit
 from dynamo.stats import prometheus_text
 from dynamo.ui import HTML_CONTENT_TYPE, UI_RESOURCES, BadLookup, preflist_lookup, ring_page
 
@@ -70,7 +70,32 @@ class HttpError(Exception):
 
 
 def _json(status: int, value: Any) -> Response:
-    return Response(status, _JSON, json.dumps(value, separators=(",", ":")).encode("utf-8"))
+    return Response(status, _JSON, _json_bytes(value))
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+
+def _names_text(names: list[bytes]) -> list[str]:
+    return [name.decode("utf-8", "surrogateescape") for name in names]
+
+
+def _listing_writer(field: str, stream: Callable[[Emit], Awaitable[None]], timeout_s: float) -> BodyWriter:
+    """The body writer of a streamed listing (Api._listing)."""
+    async def write_listing(write: Callable[[bytes], Awaitable[None]]) -> None:
+        async def emit(names: list[bytes]) -> None:
+            await write(_json_bytes({field: _names_text(names)}))
+        with trio.move_on_after(timeout_s):
+            try:
+                await stream(emit)
+            except CoverageError as error:
+                await write(_json_bytes({"error": f"cannot list {field}: {error}"}))
+                return
+            await write(_json_bytes({field: []}))
+            return
+        await write(b'{"error":"timeout"}')
+    return write_listing
 
 
 def _method_not_allowed(allowed: str) -> HttpError:
@@ -163,25 +188,32 @@ class Api:
 
     async def _list_keys(self, request: Request, bucket: bytes) -> Response:
         self._check_name(bucket, None)
-        return await self._listing(request, "keys", lambda: self.node.listing.keys(bucket))
+        listing = self.node.listing
+        return await self._listing(request, "keys", lambda: listing.keys(bucket),
+                                   lambda emit: listing.stream_keys(bucket, emit))
 
     async def _list_buckets(self, request: Request) -> Response:
-        return await self._listing(request, "buckets", self.node.listing.buckets)
+        listing = self.node.listing
+        return await self._listing(request, "buckets", listing.buckets, listing.stream_buckets)
 
-    async def _listing(self, request: Request, field: str, run: Callable[[], Awaitable[list[bytes]]]) -> Response:
-        """Riak's list keys and list buckets: `?keys=true` (or `buckets=true`) answers {field: [names]};
-        `=stream` answers the same list as Riak's stream of {field: [...]} objects, here one object (the
-        list is made whole before anything is sent). Names are UTF-8 text (other bytes as surrogate escapes,
-        which Python's "surrogateescape" turns back into the bytes). `timeout` (ms) bounds the whole
-        listing: past it, 503."""
-        _, timeout_ms = parse_listing_options(request.query, field)
-        with trio.move_on_after(math.inf if timeout_ms is None else timeout_ms / 1000):
+    async def _listing(self, request: Request, field: str, run: Callable[[], Awaitable[list[bytes]]],
+                       stream: Callable[[Emit], Awaitable[None]]) -> Response:
+        """Riak's list keys and list buckets. `?keys=true` (or `buckets=true`) answers {field: [names]},
+        sorted. `=stream` answers Riak's stream of {field: [...]} objects, one per partition answer as it
+        comes, ending with {field: []}; a failure once the stream has started ends it with {"error": ...}
+        (Riak's clients raise it), a timeout with Riak's {"error": "timeout"}. Names are UTF-8 text (other
+        bytes as surrogate escapes, which Python's "surrogateescape" turns back into the bytes). `timeout`
+        (ms) bounds the whole listing: past it, 503 (or the timeout error in a stream)."""
+        mode, timeout_ms = parse_listing_options(request.query, field)
+        timeout_s = math.inf if timeout_ms is None else timeout_ms / 1000
+        if mode == "stream":
+            return Response(200, _JSON, stream=_listing_writer(field, stream, timeout_s))
+        with trio.move_on_after(timeout_s):
             try:
                 names = await run()
             except CoverageError as error:
                 raise HttpError(503, f"cannot list {field}: {error}") from None
-            text = [name.decode("utf-8", "surrogateescape") for name in names]
-            return _json(200, {field: text})
+            return _json(200, {field: _names_text(names)})
         raise HttpError(503, f"listing {field} timed out after {timeout_ms} ms")
 
     # ---- names and options --------------------------------------------------------------------------

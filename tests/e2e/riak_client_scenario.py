@@ -63,6 +63,8 @@ def main(port_a: int, port_b: int) -> dict:
     seen["keys"] = sorted(bucket_b.get_keys())
     seen["streamed_keys"] = sorted(key for chunk in bucket_a.stream_keys() for key in chunk)
     seen["bucket_listed"] = bucket_a.name in [bucket.name for bucket in a.get_buckets()]
+    streamed_buckets = [bucket.name for chunk in a.stream_buckets() for bucket in chunk]
+    seen["bucket_streamed_once"] = streamed_buckets.count(bucket_a.name) == 1
 
     bucket_b.get("plain").delete()
     seen["deleted_exists"] = bucket_a.get("plain", r="all").exists

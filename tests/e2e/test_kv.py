@@ -76,6 +76,7 @@ def test_riaks_own_python_client_stores_fetches_resolves_siblings_lists_and_dele
     assert seen["siblings"] == ["from a", "from b"] and seen["conflict_raised"] is True
     assert seen["resolved"] == [1, "from b"]
     assert seen["keys"] == seen["streamed_keys"] == ["json", "plain", "two"] and seen["bucket_listed"] is True
+    assert seen["bucket_streamed_once"] is True
     assert seen["deleted_exists"] is False
     assert "received 400" in seen["r_above_n_val"], seen["r_above_n_val"]  # the client shows no body
 
