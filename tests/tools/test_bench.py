@@ -6,6 +6,8 @@ every target reached), never how fast: benchmarks are not tests.
 """
 
 import argparse
+import base64
+import json
 import os
 import random
 import shutil
@@ -20,6 +22,7 @@ from hypothesis import given, strategies as st
 from tools.bench import __main__ as bench_main
 from tools.bench.cluster import ClusterStartError, endpoint_urls, ring_node_count, start_cluster
 from tools.bench.cpu import cpu_between_s, cpu_s, python_loop_us, tree_pids
+from tools.bench.etcd import etcd_version, member_command, start_etcd
 from tools.bench.preload import bench_value, preload
 from tools.bench.report import COLUMNS, format_table
 from tools.bench.result import CellResult, WrkOutputError, WrkResult, parse_wrk_output
@@ -66,6 +69,8 @@ ring page:  http://127.0.0.1:24648/ui/ring   (JSON: http://127.0.0.1:24648/admin
 TARGETS = (("127.0.0.1", 8001), ("127.0.0.1", 8002), ("127.0.0.1", 8003))
 needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None,
                                reason="wrk is not installed (apt-get install wrk); the runs need it")
+needs_etcd = pytest.mark.skipif(shutil.which("etcd") is None or shutil.which("wrk") is None,
+                                reason="etcd or wrk is not installed (apt-get install etcd-server wrk)")
 
 
 def wrk_result(statuses, socket_errors=(("connect", 0), ("read", 0), ("write", 0), ("timeout", 0)),
@@ -330,3 +335,72 @@ def test_the_heading_reads_the_machine_speed_before_and_after():
     assert "- machine speed: `sum(range(1000))` took 14.2 us before the cells and 25.7 us after" in text
     assert "machine speed" not in bench_main.heading(args, "wrk 4.1", plan, ["http://a:1"], None, "b1", [])
     assert 0 < python_loop_us(repeat=2, number=50) < 1e6
+
+
+# --- the etcd reference -----------------------------------------------------------------------------------
+
+def test_etcd_cells_are_quorum_through_the_v3_gateway():
+    for change in ({"consistency": "one"}, {"api": "mongo"}):
+        with pytest.raises(BenchSpecError):
+            CellSpec(**{"operation": "put", "consistency": "quorum", "targets": TARGETS, "run_id": "r1",
+                        "api": "etcd", **change})
+    put = build_script(CellSpec("put", "quorum", TARGETS, run_id="r1", api="etcd"))
+    get = build_script(CellSpec("get", "quorum", TARGETS, run_id="r1", api="etcd"))
+    assert 'local key_prefix = "r1-quorum-"' in put and '"/v3/kv/put"' in put and "/buckets/" not in put
+    assert 'local key_prefix = "r1-load-"' in get and '"/v3/kv/range"' in get
+
+
+def test_etcd_members_form_one_static_cluster(tmp_path):
+    commands = [member_command("/usr/bin/etcd", i, tmp_path, [2001, 2002, 2003], [3001, 3002, 3003])
+                for i in range(3)]
+    initial = {command[command.index("--initial-cluster") + 1] for command in commands}
+    assert initial == {"etcd1=http://127.0.0.1:3001,etcd2=http://127.0.0.1:3002,etcd3=http://127.0.0.1:3003"}
+    assert [command[command.index("--listen-client-urls") + 1] for command in commands] == [
+        f"http://127.0.0.1:{port}" for port in (2001, 2002, 2003)]
+    assert len({command[command.index("--data-dir") + 1] for command in commands}) == 3
+
+
+def test_the_comparison_gives_dynamos_quorum_rows_as_multiples_of_etcds():
+    ours = [CellResult("put", "one", wrk_result([(204, 9000)])),
+            CellResult("put", "quorum", wrk_result([(204, 4000)]), node_cpu_s=2.4),
+            CellResult("get", "quorum", wrk_result([(200, 8000)]))]
+    etcd = [CellResult("put", "quorum", wrk_result([(200, 5000)]), node_cpu_s=2.0),
+            CellResult("get", "linearizable", wrk_result([(200, 8000), (404, 10)]))]
+    assert bench_main.comparison(ours, etcd).splitlines()[1:] == [
+        "- put: 0.80x (2000 against 2500 ops/s; CPU per request 1.50x)",  # 0.6 ms against 0.4 ms
+        "- get: 1.00x (4000 against 4000 ops/s)"]
+
+
+@needs_etcd
+def test_the_same_keys_and_values_reach_a_real_etcd_cluster():
+    etcd_path = shutil.which("etcd")
+    assert etcd_version(etcd_path)[0].isdigit()
+    cluster = start_etcd(etcd_path, 3)
+    try:
+        targets = bench_main.parse_targets(cluster.urls)
+        plan = plan_load(6, 3, len(targets))
+        put = run_cell(find_wrk(install=False), CellSpec("put", "quorum", targets, "t3", api="etcd"), plan, 1)
+        loaded = preload(cluster.urls, "t3", keyspace=30, value_size_bytes=100, connections=3, api="etcd")
+        get = run_cell(find_wrk(install=False), CellSpec("get", "quorum", targets, "t3", keyspace=30, api="etcd"),
+                       plan, 1)
+        stored = etcd_range(cluster.urls[1], b"t3-")
+    finally:
+        cluster.stop()
+    assert not cluster.root.exists() and all(process.poll() is not None for process in cluster.processes)
+    assert put.requests > 0 and dict(put.statuses).keys() == {200}
+    assert (loaded.written, loaded.failures) == (30, ())
+    assert get.requests > 0 and get.statuses == ((200, get.requests),)  # Lua's base64 found Python's keys
+    written = {key: value for key, value in stored.items() if key.startswith("t3-quorum-")}
+    assert len(written) >= put.requests  # distinct keys, named as designed, decoded from Lua's base64
+    assert {key.rsplit("-", 2)[1] for key in written} == {str(thread) for thread in range(plan.threads)}
+    assert set(stored.values()) == {bench_value(100)}
+
+
+def etcd_range(url, prefix: bytes) -> dict:
+    """Every key under `prefix` on an etcd member, decoded: key text -> value bytes."""
+    end = prefix[:-1] + bytes([prefix[-1] + 1])
+    body = json.dumps({"key": base64.b64encode(prefix).decode(), "range_end": base64.b64encode(end).decode()})
+    request = urllib.request.Request(f"{url}/v3/kv/range", body.encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        kvs = json.loads(response.read()).get("kvs", [])
+    return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv["value"]) for kv in kvs}

@@ -6,6 +6,8 @@ just before the first get cell (preload.py). Progress goes to stderr; the Markdo
 `python -m tools.bench ... > note.md` keeps just the report. Ctrl-C prints the cells finished so far.
 The report's heading also gives the machine's speed for pure Python before and after the cells
 (cpu.python_loop_us): on a shared machine that drifts, two reports compare only when those agree.
+`--reference etcd` then runs the same put and get load against a local etcd cluster (etcd.py), the
+issue's yardstick, and ends the report with etcd's table and dynamo's quorum rows as multiples of it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import urllib.parse
 
 from tools.bench.cluster import ClusterStartError, LocalCluster, start_cluster
 from tools.bench.cpu import cpu_between_s, cpu_s, python_loop_us, tree_pids
+from tools.bench.etcd import etcd_version, find_etcd, start_etcd
 from tools.bench.preload import PreloadResult, preload
 from tools.bench.report import format_errors, format_table
 from tools.bench.result import CellResult
@@ -50,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--cpu-pid", type=int, action="append", default=[],
                        help="with --url: count the CPU of this process and its descendants as the nodes' "
                             "(repeat; e.g. the pid of `dynamo cluster up`). --start-cluster counts its own")
+    where.add_argument("--reference", choices=("etcd",), default=None,
+                       help="afterwards, run the same puts and gets against a local etcd cluster of --nodes "
+                            "members (installed from Debian's etcd-server when missing) and compare")
     load = parser.add_argument_group("load")
     load.add_argument("--duration", type=int, default=10, help="seconds per cell, whole (default 10)")
     load.add_argument("--connections", type=int, default=16, help="keep-alive connections (default 16)")
@@ -91,10 +97,8 @@ def heading(args: argparse.Namespace, loader: str, plan: LoadPlan, urls: list[st
              "- puts write keys never written before; gets read uniformly among preloaded keys; "
              "N is the bucket's default",
              "- ops/s counts successes only (put 200/201/204, get 200/300); latencies cover every response"]
-    if results:  # shows whether the load generator could have been the bottleneck
-        busiest = max((result.wrk.loader_cpu_s / result.wrk.duration_s for result in results
-                       if result.wrk.duration_s > 0), default=0.0)
-        lines.append(f"- wrk's own CPU: at most {100 * busiest:.0f}% of one core in any cell")
+    if results:
+        lines.append(loader_cpu_line(results))
     if loaded is not None:
         lines.append(f"- preload: {loaded.written}/{loaded.keys} keys at w={args.preload_consistency} "
                      f"in {loaded.duration_s:.1f} s (failed: {format_errors(loaded.failures)})")
@@ -104,42 +108,116 @@ def heading(args: argparse.Namespace, loader: str, plan: LoadPlan, urls: list[st
     return "\n".join(lines)
 
 
+def loader_cpu_line(results: list[CellResult]) -> str:
+    """Whether the load generator could have been the bottleneck."""
+    busiest = max((result.wrk.loader_cpu_s / result.wrk.duration_s for result in results
+                   if result.wrk.duration_s > 0), default=0.0)
+    return f"- wrk's own CPU: at most {100 * busiest:.0f}% of one core in any cell"
+
+
 def run(args: argparse.Namespace, urls: list[str], wrk_path: str, cpu_pids: tuple[int, ...] = ()) -> int:
-    targets = parse_targets(urls)
-    plan = plan_load(args.connections, args.threads, len(targets))
     run_id = f"b{secrets.token_hex(4)}"  # fresh keys every run: no siblings from earlier runs
-    results: list[CellResult] = []
-    loaded = None
-    exit_code = 0
+    plan = plan_load(args.connections, args.threads, len(urls))
     speed_before_us = python_loop_us()
-    try:
-        for operation in args.ops:
-            for consistency in args.consistency:
-                if operation == "get" and loaded is None:
-                    _log(f"preloading {args.keyspace} keys at w={args.preload_consistency}")
-                    loaded = preload(urls, run_id, args.keyspace, args.value_size, bucket=args.bucket,
-                                     connections=args.connections, consistency=args.preload_consistency,
-                                     timeout_s=args.timeout)
-                    _log(f"preloaded {loaded.written}/{loaded.keys} in {loaded.duration_s:.1f} s")
-                spec = CellSpec(operation, consistency, targets, run_id, bucket=args.bucket,
-                                keyspace=args.keyspace, value_size_bytes=args.value_size)
-                _log(f"{operation} at {consistency} for {args.duration} s")
-                pids = [pid for root in cpu_pids for pid in tree_pids(root)]
-                cpu_before = cpu_s(pids)
-                measured = run_cell(wrk_path, spec, plan, args.duration, args.timeout)
-                node_cpu_s = cpu_between_s(cpu_before, cpu_s(pids)) if pids else None
-                results.append(CellResult(operation, consistency, measured, node_cpu_s))
-                time.sleep(args.pause)
-    except KeyboardInterrupt:
-        _log("interrupted; the cells finished so far:")
-    except WrkError as error:  # keep what was measured before the failing cell
-        _log(f"{error}\nbench: the cells finished before it:")
-        exit_code = 1
+    loaded, results, exit_code = run_cells(args, urls, wrk_path, cpu_pids, run_id, "riak", args.consistency)
     speed_us = (speed_before_us, python_loop_us())
     print(heading(args, wrk_version(wrk_path), plan, urls, loaded, run_id, results, speed_us))
     print()
     print(format_table(results))
+    if args.reference == "etcd" and exit_code == 0:
+        exit_code = run_etcd_reference(args, wrk_path, run_id, results)
     return exit_code
+
+
+def run_cells(args: argparse.Namespace, urls: list[str], wrk_path: str, cpu_pids: tuple[int, ...] | list[int],
+              run_id: str, api: str, consistencies: tuple[str, ...]
+              ) -> tuple[PreloadResult | None, list[CellResult], int]:
+    """One wrk run per cell (operations in order, consistencies within each), preloading the gets' keys
+    before the first get cell; (the preload, the cells measured, exit code). Ctrl-C or a failing wrk
+    keeps the cells measured before it."""
+    targets = parse_targets(urls)
+    plan = plan_load(args.connections, args.threads, len(targets))
+    results: list[CellResult] = []
+    loaded = None
+    try:
+        for operation in args.ops:
+            for consistency in consistencies:
+                if operation == "get" and loaded is None:
+                    _log(f"preloading {args.keyspace} keys ({api})")
+                    loaded = preload(urls, run_id, args.keyspace, args.value_size, bucket=args.bucket,
+                                     connections=args.connections, consistency=args.preload_consistency,
+                                     timeout_s=args.timeout, api=api)
+                    _log(f"preloaded {loaded.written}/{loaded.keys} in {loaded.duration_s:.1f} s")
+                spec = CellSpec(operation, consistency, targets, run_id, bucket=args.bucket,
+                                keyspace=args.keyspace, value_size_bytes=args.value_size, api=api)
+                _log(f"{api} {operation} at {consistency} for {args.duration} s")
+                pids = [pid for root in cpu_pids for pid in tree_pids(root)]
+                cpu_before = cpu_s(pids)
+                measured = run_cell(wrk_path, spec, plan, args.duration, args.timeout)
+                node_cpu_s = cpu_between_s(cpu_before, cpu_s(pids)) if pids else None
+                label = "linearizable" if api == "etcd" and operation == "get" else consistency
+                results.append(CellResult(operation, label, measured, node_cpu_s))
+                time.sleep(args.pause)
+    except KeyboardInterrupt:
+        _log("interrupted; the cells finished so far:")
+        return loaded, results, 130
+    except WrkError as error:  # keep what was measured before the failing cell
+        _log(f"{error}\nbench: the cells finished before it:")
+        return loaded, results, 1
+    return loaded, results, 0
+
+
+def run_etcd_reference(args: argparse.Namespace, wrk_path: str, run_id: str, ours: list[CellResult]) -> int:
+    """The same load against a fresh local etcd cluster; prints its table and how dynamo compares."""
+    etcd_path = find_etcd()
+    _log(f"starting a {args.nodes}-member etcd cluster")
+    etcd = start_etcd(etcd_path, args.nodes)
+    try:
+        speed_before_us = python_loop_us()
+        loaded, results, exit_code = run_cells(args, etcd.urls, wrk_path, etcd.pids, run_id, "etcd", ("quorum",))
+        speed_us = (speed_before_us, python_loop_us())
+    finally:
+        etcd.stop()
+    print()
+    print(reference_heading(etcd_version(etcd_path), etcd.urls, loaded, results, speed_us))
+    print()
+    print(format_table(results))
+    print()
+    print(comparison(ours, results))
+    return exit_code
+
+
+def reference_heading(version: str, urls: list[str], loaded: PreloadResult | None, results: list[CellResult],
+                      speed_us: tuple[float, float]) -> str:
+    lines = [f"### reference: etcd {version}, {len(urls)} members on loopback, the same load", "",
+             "- puts are etcd puts (a majority fsynced them: quorum); gets are linearizable ranges; etcd's "
+             "own defaults otherwise, through its v3 JSON gateway, values base64 as it wants them",
+             "- CPU ms/req is the etcd members' CPU per request"]
+    if results:
+        lines.append(loader_cpu_line(results))
+    if loaded is not None:
+        lines.append(f"- preload: {loaded.written}/{loaded.keys} keys in {loaded.duration_s:.1f} s "
+                     f"(failed: {format_errors(loaded.failures)})")
+    lines.append(f"- machine speed: `sum(range(1000))` took {speed_us[0]:.1f} us before these cells and "
+                 f"{speed_us[1]:.1f} us after")
+    return "\n".join(lines)
+
+
+def comparison(ours: list[CellResult], reference: list[CellResult]) -> str:
+    """dynamo's quorum rows as multiples of etcd's rows of the same operation."""
+    lines = ["dynamo at quorum as a multiple of etcd, ops/s (CPU per request):"]
+    for theirs in reference:
+        mine = next((result for result in ours if result.operation == theirs.operation
+                     and result.consistency == "quorum"), None)
+        if mine is None or theirs.ok_per_s == 0:
+            continue
+        line = (f"- {theirs.operation}: {mine.ok_per_s / theirs.ok_per_s:.2f}x "
+                f"({mine.ok_per_s:.0f} against {theirs.ok_per_s:.0f} ops/s")
+        mine_cpu, their_cpu = mine.node_cpu_ms_per_request, theirs.node_cpu_ms_per_request
+        if mine_cpu is not None and their_cpu:
+            line += f"; CPU per request {mine_cpu / their_cpu:.2f}x"
+        lines.append(line + ")")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

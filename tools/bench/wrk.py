@@ -3,7 +3,7 @@
 wrk is the load generator because it is C with an epoll loop per thread: on a two-core machine shared with
 a Python server it stays far from being the bottleneck, where a Python client would compete with the
 server for the same cores. Debian packages it (`apt-get install wrk`); `find_wrk` installs it when it
-is missing and we are root, and otherwise says what to install.
+is missing and we are root (debian.py), and otherwise says what to install.
 
 wrk aims whole threads at an address and gives every thread connections/threads connections, so with k
 targets the thread count is rounded up to a multiple of k and the connection count to the nearest
@@ -13,12 +13,11 @@ multiple of the thread count (`plan_load`); the table's heading states the numbe
 from __future__ import annotations
 
 import dataclasses
-import os
 import resource
-import shutil
 import subprocess
 import tempfile
 
+from tools.bench.debian import ToolMissing, find_or_install
 from tools.bench.result import WrkResult, parse_wrk_output
 from tools.bench.script import CellSpec, build_script
 
@@ -32,26 +31,10 @@ class WrkError(RuntimeError):
 
 def find_wrk(install: bool = True) -> str:
     """The path of wrk; installs the Debian package when missing, allowed, and root."""
-    path = shutil.which("wrk")
-    if path:
-        return path
-    if not install or os.geteuid() != 0:
-        raise WrkError(f"wrk is not installed: {INSTALL_HINT}")
-    done = _apt("install", "-y", "wrk")
-    if done.returncode != 0:  # a fresh machine may have no package lists yet
-        _apt("update")
-        done = _apt("install", "-y", "wrk")
-    path = shutil.which("wrk")
-    if not path:
-        raise WrkError(f"`apt-get install -y wrk` did not give a wrk binary ({done.stdout.strip()[-300:]}); "
-                       f"{INSTALL_HINT}")
-    return path
-
-
-def _apt(*arguments: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}  # never stop at a prompt
-    return subprocess.run(["apt-get", *arguments], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=environment)
+    try:
+        return find_or_install("wrk", "wrk", install)
+    except ToolMissing as missing:
+        raise WrkError(f"{missing}; {INSTALL_HINT}") from None
 
 
 def wrk_version(path: str) -> str:
