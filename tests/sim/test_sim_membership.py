@@ -88,6 +88,12 @@ async def check_nothing_lost_and_balanced(cluster, history: History, members: tu
     for node_id in cluster.alive():  # every member lists the same keys: the ring change left none behind
         listed = await cluster.request(node_id, "GET", f"/buckets/{BUCKET}/keys?keys=true")
         assert listed.status == 200 and sorted(listed.json()["keys"]) == live, (node_id, listed.text, live)
+    streamed = await cluster.request(cluster.alive()[0], "GET", f"/buckets/{BUCKET}/keys?keys=stream")
+    text, chunks, index = streamed.body.decode(), [], 0
+    while index < len(text):  # Riak's stream: JSON objects one after another
+        chunk, index = json.JSONDecoder().raw_decode(text, index)
+        chunks.append(chunk)
+    assert chunks[-1] == {"keys": []} and sorted(key for chunk in chunks for key in chunk["keys"]) == live, chunks
     ring = cluster.node("node1").membership.ring
     report = ownership_report(ring)
     assert ring.members == members

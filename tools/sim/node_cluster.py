@@ -295,7 +295,15 @@ class SimCluster:
 
     async def _serve_http(self, node_id: str, api: Api, request: Any, answer: list, done: trio.Event) -> None:
         try:
-            answer.append(await api(request))
+            response = await api(request)
+            if response.stream is not None:  # the HTTP server would send it chunked: here, the whole of it
+                chunks: list[bytes] = []
+
+                async def write(chunk: bytes) -> None:
+                    chunks.append(chunk)
+                await response.stream(write)
+                response = Response(response.status, response.headers, b"".join(chunks))
+            answer.append(response)
         except Exception as error:  # the HTTP server answers 500 and logs; here it is also a recorded bug
             log.exception("%s: %s %s failed", node_id, request.method, request.path)
             self.errors.append(f"{node_id}: {request.method} {request.path} raised {error!r}")
