@@ -21,6 +21,7 @@ import urllib.parse
 
 from tools.bench.cluster import ClusterStartError, LocalCluster, start_cluster
 from tools.bench.cpu import cpu_between_s, cpu_s, python_loop_us, tree_pids
+from tools.bench.debian import ToolMissing
 from tools.bench.etcd import etcd_version, find_etcd, start_etcd
 from tools.bench.preload import PreloadResult, preload
 from tools.bench.report import format_errors, format_table
@@ -97,22 +98,25 @@ def heading(args: argparse.Namespace, loader: str, plan: LoadPlan, urls: list[st
              "- puts write keys never written before; gets read uniformly among preloaded keys; "
              "N is the bucket's default",
              "- ops/s counts successes only (put 200/201/204, get 200/300); latencies cover every response"]
+    return "\n".join(lines + measure_lines(results, loaded, speed_us, f" at w={args.preload_consistency}"))
+
+
+def measure_lines(results: list[CellResult], loaded: PreloadResult | None, speed_us: tuple[float, float] | None,
+                  written_how: str = "") -> list[str]:
+    """The heading lines on how a run went: wrk's own CPU (whether the load generator could have been the
+    bottleneck), the preload, and the machine's speed before and after the cells."""
+    lines = []
     if results:
-        lines.append(loader_cpu_line(results))
+        busiest = max((result.wrk.loader_cpu_s / result.wrk.duration_s for result in results
+                       if result.wrk.duration_s > 0), default=0.0)
+        lines.append(f"- wrk's own CPU: at most {100 * busiest:.0f}% of one core in any cell")
     if loaded is not None:
-        lines.append(f"- preload: {loaded.written}/{loaded.keys} keys at w={args.preload_consistency} "
-                     f"in {loaded.duration_s:.1f} s (failed: {format_errors(loaded.failures)})")
+        lines.append(f"- preload: {loaded.written}/{loaded.keys} keys{written_how} in {loaded.duration_s:.1f} s "
+                     f"(failed: {format_errors(loaded.failures)})")
     if speed_us is not None:
         lines.append(f"- machine speed: `sum(range(1000))` took {speed_us[0]:.1f} us before the cells and "
                      f"{speed_us[1]:.1f} us after (this machine drifts; compare reports whose readings agree)")
-    return "\n".join(lines)
-
-
-def loader_cpu_line(results: list[CellResult]) -> str:
-    """Whether the load generator could have been the bottleneck."""
-    busiest = max((result.wrk.loader_cpu_s / result.wrk.duration_s for result in results
-                   if result.wrk.duration_s > 0), default=0.0)
-    return f"- wrk's own CPU: at most {100 * busiest:.0f}% of one core in any cell"
+    return lines
 
 
 def run(args: argparse.Namespace, urls: list[str], wrk_path: str, cpu_pids: tuple[int, ...] = ()) -> int:
@@ -193,14 +197,7 @@ def reference_heading(version: str, urls: list[str], loaded: PreloadResult | Non
              "- puts are etcd puts (a majority fsynced them: quorum); gets are linearizable ranges; etcd's "
              "own defaults otherwise, through its v3 JSON gateway, values base64 as it wants them",
              "- CPU ms/req is the etcd members' CPU per request"]
-    if results:
-        lines.append(loader_cpu_line(results))
-    if loaded is not None:
-        lines.append(f"- preload: {loaded.written}/{loaded.keys} keys in {loaded.duration_s:.1f} s "
-                     f"(failed: {format_errors(loaded.failures)})")
-    lines.append(f"- machine speed: `sum(range(1000))` took {speed_us[0]:.1f} us before these cells and "
-                 f"{speed_us[1]:.1f} us after")
-    return "\n".join(lines)
+    return "\n".join(lines + measure_lines(results, loaded, speed_us))
 
 
 def comparison(ours: list[CellResult], reference: list[CellResult]) -> str:
@@ -239,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         if cluster is not None:
             return run(args, cluster.urls, wrk_path, (cluster.process.pid,))
         return run(args, args.url, wrk_path, tuple(args.cpu_pid))
-    except (WrkError, ClusterStartError, BenchSpecError) as error:
+    except (WrkError, ToolMissing, ClusterStartError, BenchSpecError) as error:
         _log(str(error))
         return 2
     except KeyboardInterrupt:  # while wrk was found or the cluster started: nothing measured yet

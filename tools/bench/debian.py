@@ -20,8 +20,9 @@ def find_or_install(binary: str, package: str, install: bool = True) -> str:
     path = shutil.which(binary)
     if path:
         return path
+    hint = f"install it (Debian/Ubuntu: `apt-get install {package}`) and run again"
     if not install or os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise ToolMissing(f"{binary} is not installed")
+        raise ToolMissing(f"{binary} is not installed: {hint}")
     done = _apt("install", "-y", package)
     if done.returncode != 0:
         _apt("update")
@@ -29,7 +30,7 @@ def find_or_install(binary: str, package: str, install: bool = True) -> str:
     path = shutil.which(binary)
     if not path:
         raise ToolMissing(f"`apt-get install -y {package}` did not give a {binary} binary "
-                          f"({done.stdout.strip()[-300:]})")
+                          f"({done.stdout.strip()[-300:]}); {hint}")
     return path
 
 

@@ -29,18 +29,15 @@ import tempfile
 import time
 
 from tools.bench.cluster import HOST, POLL_INTERVAL_S, ClusterStartError, free_port_base, http_get
-from tools.bench.debian import ToolMissing, find_or_install
+from tools.bench.debian import find_or_install
 
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 
 
 def find_etcd(install: bool = True) -> str:
-    """The path of etcd; installs Debian's etcd-server when missing, allowed, and root."""
-    try:
-        return find_or_install("etcd", "etcd-server", install)
-    except ToolMissing as missing:
-        raise ClusterStartError(f"{missing}; install etcd (Debian/Ubuntu: `apt-get install etcd-server`)") from None
+    """The path of etcd; installs Debian's etcd-server when missing, allowed, and root (else ToolMissing)."""
+    return find_or_install("etcd", "etcd-server", install)
 
 
 def etcd_version(path: str) -> str:

@@ -17,24 +17,20 @@ import resource
 import subprocess
 import tempfile
 
-from tools.bench.debian import ToolMissing, find_or_install
+from tools.bench.debian import find_or_install
 from tools.bench.result import WrkResult, parse_wrk_output
 from tools.bench.script import CellSpec, build_script
 
-INSTALL_HINT = "install wrk (Debian/Ubuntu: `apt-get install wrk`) and run again"
 EXIT_GRACE_S = 30.0  # beyond duration + timeout, before a wrk that hangs is killed
 
 
 class WrkError(RuntimeError):
-    """wrk is missing or failed; the message says why and what to do."""
+    """wrk failed; the message says why."""
 
 
 def find_wrk(install: bool = True) -> str:
-    """The path of wrk; installs the Debian package when missing, allowed, and root."""
-    try:
-        return find_or_install("wrk", "wrk", install)
-    except ToolMissing as missing:
-        raise WrkError(f"{missing}; {INSTALL_HINT}") from None
+    """The path of wrk; installs the Debian package when missing, allowed, and root (else ToolMissing)."""
+    return find_or_install("wrk", "wrk", install)
 
 
 def wrk_version(path: str) -> str:
