@@ -5,7 +5,10 @@ Theory of operation (Riak's get and put FSMs; the quorum rules are the pure obje
   (`Membership.preflist`). Each target is (node, fallback_for). During a ring change a write also goes
   to the partition's pending owners (`Membership.pending`), not counted toward W (Cassandra's pending
   ranges); each "kv.replicate" names the ring version it was routed by, and a replica that knows of a
-  newer change passes the copy on to the pending owners itself (`rpc_replicate`). A pr or pw above the
+  newer change passes the copy on to the pending owners itself (`rpc_replicate`). A write forwarded here
+  ("kv.coordinate") comes with the forwarder's targets, routed by its view; the primaries of this node's
+  view that it did not name (a change that finished here and not there yet) get the write too, not
+  counted toward W: the old owners named instead drop their copies once the change settles. A pr or pw above the
   live primaries is refused up front ("PW-value unsatisfied: 2/3"): nothing is read or written for a
   request that must fail.
 - Get: ask every target ("kv.get"; the local copy is read directly), feed each answer to a GetQuorum and
@@ -438,7 +441,12 @@ class Coordinator:
         targets = tuple((node, primary) for node, primary in raw_targets)
         if not any(node == self.node_id for node, _ in targets):
             raise ValueError("kv.coordinate sent to a node that is not a target")
-        outcome = await self._coordinate(request, targets, trio.current_time() + request.timeout_s)
+        # The forwarder routed by its own view of the ring, which may be older than ours: a ring change
+        # may have finished here and not there yet. The primaries it did not name get the write too.
+        named = {node for node, _ in targets}
+        unnamed = tuple(node for node, primary in self._targets(request.bucket, request.key, request.n_val)
+                        if primary is None and node not in named)
+        outcome = await self._coordinate(request, targets, trio.current_time() + request.timeout_s, unnamed)
         return outcome.to_wire()
 
     def _change(self, request: WriteRequest, minted_by: list[str]):
@@ -462,7 +470,10 @@ class Coordinator:
             return obj
         return change
 
-    async def _coordinate(self, request: WriteRequest, targets: tuple[Target, ...], deadline_s: float) -> WriteOutcome:
+    async def _coordinate(self, request: WriteRequest, targets: tuple[Target, ...], deadline_s: float,
+                          unnamed: tuple[str, ...] = ()) -> WriteOutcome:
+        """Mint the new version on the local copy, send it to `targets` and wait for the quorum; `unnamed`
+        (primaries in this node's view that a forwarder did not name) get it too, not counted toward W."""
         bucket, key = request.bucket, request.key
         hint_for = next(primary for node, primary in targets if node == self.node_id)
         primaries = frozenset(node for node, primary in targets if primary is None)
@@ -479,9 +490,11 @@ class Coordinator:
                 if node != self.node_id:
                     self._ask(node, "kv.replicate", [bucket, key, blob, primary, *routed], deadline_s,
                               functools.partial(self._acked, op, node))
-            # A ring change under way: the partition's new owners get the write too, not counted toward W.
-            for node in self.membership.pending(partition_for_key(bucket, key, self.replica.partitions),
-                                                request.n_val):
+            # A ring change under way: the partition's new owners get the write too, not counted toward W;
+            # so do the primaries a forwarder with an older view did not name.
+            pending = self.membership.pending(partition_for_key(bucket, key, self.replica.partitions),
+                                              request.n_val)
+            for node in dict.fromkeys(pending + unnamed):
                 if all(node != target for target, _ in targets):
                     self._ask(node, "kv.replicate", [bucket, key, blob, None], deadline_s, _not_counted)
         try:

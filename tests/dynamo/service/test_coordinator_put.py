@@ -16,7 +16,7 @@ import trio
 
 from dynamo.node import load_identity, mark_clean_stop
 from dynamo.object import Content, decode_object
-from dynamo.service.coordinator import Coordinator, WriteRequest
+from dynamo.service.coordinator import Coordinator, WriteOutcome, WriteRequest
 from dynamo.service.replica import Replica
 from dynamo.stats import Stats
 from dynamo.storage import GroupCommitter, HintStore, MemoryBackend, SqliteBackend, StorageError
@@ -45,9 +45,10 @@ class _Membership:
 
     ring = _Ring()
     transition = None  # no ring change under way
+    peers = ("peer1", "peer2")
 
     def preflist(self, partition: int, n_val: int) -> _Preflist:
-        return _Preflist((_Target("me"), _Target("peer1"), _Target("peer2")))
+        return _Preflist((_Target("me"), *(_Target(peer) for peer in self.peers)))
 
     def pending(self, partition: int, n_val: int) -> tuple[str, ...]:
         return ()  # no ring change under way
@@ -58,10 +59,12 @@ class _Pool:
 
     def __init__(self) -> None:
         self.sent: list[bytes] = []
+        self.to: list[str] = []
 
     def request(self, node, type_, body, timeout_s, on_reply) -> None:
         assert type_ == "kv.replicate"
         self.sent.append(body[2])
+        self.to.append(node)
         on_reply(True, None)
 
 
@@ -180,6 +183,27 @@ def test_a_node_that_cannot_renew_its_actor_refuses_writes(trio_run):
             await committer.aclose()
         assert len(pool.sent) == 2  # the first write only
         assert not committer.closed_cleanly  # so the node marks no clean stop: the next start renews
+    trio_run(main)
+
+
+def test_a_write_forwarded_by_an_older_view_also_reaches_the_primaries_it_did_not_name(trio_run):
+    """The forwarder still routed by the ring before a change (peer2 an owner); here the change is done
+    and peer3 owns the key instead. peer3 gets the write too (not counted toward W), else only AAE would
+    ever give it its copy, once peer2 dropped the one it was sent."""
+    async def main():
+        pool = _Pool()
+        committer = GroupCommitter(_Disk(), in_thread=False)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(committer.run)
+            coordinator = _coordinator(committer, "me:a", pool)
+            coordinator.membership.peers = ("peer1", "peer3")
+            forwarded = [_write(b"one").to_wire(), [["me", None], ["peer1", None], ["peer2", None]]]
+            outcome = WriteOutcome.from_wire(await coordinator.rpc_coordinate(forwarded))
+            assert outcome.status == 200 and outcome.replicas.primary == 3  # W counts the forwarder's targets
+            coordinator.membership.peers = ("peer1", "peer2")  # a view like the forwarder's: nothing more
+            assert WriteOutcome.from_wire(await coordinator.rpc_coordinate(forwarded)).status == 200
+            await committer.aclose()
+        assert sorted(pool.to[:3]) == ["peer1", "peer2", "peer3"] and sorted(pool.to[3:]) == ["peer1", "peer2"]
     trio_run(main)
 
 
