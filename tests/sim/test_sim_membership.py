@@ -16,6 +16,8 @@ import trio
 
 from dynamo.config import Member
 from gossip.membership import Status
+from ring.hashing import partition_for_key
+from ring.preflist import replicas_of_partition
 from ring.report import ownership_report
 from tools.sim.history import History, check_history, check_resurrections
 from tools.sim.node_workload import BUCKET, final_state, ring_divergence, writer
@@ -85,6 +87,13 @@ async def check_nothing_lost_and_balanced(cluster, history: History, members: tu
     problems += cluster.errors + cluster.network.errors
     assert problems == [], "\n".join(problems) + "\n" + cluster.report()
     live = sorted(key for key, values in final.items() if values)
+    ring = cluster.node(cluster.alive()[0]).membership.ring
+    short = []  # every key any node holds is on every replica of the final ring (a transfer or write missed none)
+    for key in keys:
+        holders = {n for n in cluster.alive() if cluster.node(n).replica.read(BUCKET.encode(), key.encode())}
+        partition = partition_for_key(BUCKET.encode(), key.encode(), ring.partitions)
+        short += [(key, n) for n in replicas_of_partition(ring, partition, 3) if holders and n not in holders]
+    assert short == [], short
     for node_id in cluster.alive():  # every member lists the same keys: the ring change left none behind
         listed = await cluster.request(node_id, "GET", f"/buckets/{BUCKET}/keys?keys=true")
         assert listed.status == 200 and sorted(listed.json()["keys"]) == live, (node_id, listed.text, live)

@@ -234,7 +234,13 @@ class SimCluster:
             with trio.CancelScope() as scope:
                 async with trio.open_nursery() as nursery:
                     slot.scope, slot.nursery = scope, nursery
-                    await nursery.start(node.run)
+
+                    async def run_node(*, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+                        await node.run(task_status=task_status)
+                        # The node stopped by itself (it left): the requests it was serving end with it, as
+                        # a real node's HTTP connections do. A stopped pool answers nothing still waiting.
+                        scope.cancel()
+                    await nursery.start(run_node)
                     slot.node, slot.api, slot.backend = node, Api(node), backend
                     task_status.started()
         except Exception as error:  # a crashed node's unwinding may trip over its refused writes
