@@ -13,8 +13,8 @@ Theory of operation
   failed once is asked last for the rest of the listing, so a hung node not yet convicted costs one
   request timeout, not one per partition. A partition none of them answers for fails the whole listing
   with `CoverageError` naming it (503): a short list is never passed off as complete.
-- Bounded answers: one `kv.list` answer covers at most ASK_ROWS rows of the store and says where to go on
-  from (a (bucket, key) cursor), so no answer nears the RPC frame limit and a listing holds at most
+- Bounded answers: one `kv.list` answer covers at most ASK_ROWS rows of the store and about ASK_BYTES of
+  names, and says where to go on from (a (bucket, key) cursor), so no answer nears the RPC frame limit and a listing holds at most
   CONCURRENCY answers at once when it streams. The cursor is a position in (bucket, key) order, the same
   on every replica, so when a primary fails mid-partition the next one goes on from where it stopped.
 - Streaming (`stream_keys`, `stream_buckets`): each answer's names go to `emit` as they come, in no
@@ -43,6 +43,7 @@ from dynamo.rpc import RpcError
 LIST_TYPE = "kv.list"
 PAGE_ROWS = 1000  # rows read from the store at a time, with other requests served in between
 ASK_ROWS = 10 * PAGE_ROWS  # rows one kv.list answer covers at most
+ASK_BYTES = 1 << 20  # names one kv.list answer carries at most, about (it ends after the name that reaches it)
 CONCURRENCY = 8
 
 Cursor = tuple[bytes, bytes]  # the (bucket, key) row a scan goes on after
@@ -126,6 +127,7 @@ class Listing:
     async def _keys_here(self, bucket: bytes, partition: int,
                          after: Cursor | None) -> tuple[list[bytes], Cursor | None]:
         keys: list[bytes] = []
+        size_bytes = 0
         if after is None or after < (bucket, b""):
             after = bucket, b""  # rows come in (bucket, key) order: the bucket's first key is next
         for _ in range(0, ASK_ROWS, PAGE_ROWS):
@@ -135,6 +137,9 @@ class Listing:
                     return keys, None
                 if self._live(row_bucket, key, blob):
                     keys.append(key)
+                    size_bytes += len(key)
+                    if size_bytes >= ASK_BYTES:
+                        return keys, (row_bucket, key)
             if len(page) < PAGE_ROWS:
                 return keys, None
             after = page[-1][0], page[-1][1]
@@ -143,6 +148,7 @@ class Listing:
 
     async def _buckets_here(self, partition: int, after: Cursor | None) -> tuple[list[bytes], Cursor | None]:
         buckets: list[bytes] = []
+        size_bytes = 0
         for _ in range(0, ASK_ROWS, PAGE_ROWS):
             page = self.backend.scan(partition, after, PAGE_ROWS)
             if not page:
@@ -151,8 +157,11 @@ class Listing:
             for row_bucket, key, blob in page:
                 if self._live(row_bucket, key, blob):
                     buckets.append(row_bucket)
+                    size_bytes += len(row_bucket)
                     after = row_bucket + b"\x00", b""  # skip the rest of it: the next bucket sorts after this
                     break
+            if size_bytes >= ASK_BYTES:
+                return buckets, after
             if len(page) < PAGE_ROWS and after == end:
                 return buckets, None
             await trio.sleep(0)

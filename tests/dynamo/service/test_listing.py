@@ -59,13 +59,13 @@ async def all_of(listing, bucket, partition):
 
 
 @contextlib.contextmanager
-def sizes(page_rows, ask_rows):
-    saved = listing_module.PAGE_ROWS, listing_module.ASK_ROWS
-    listing_module.PAGE_ROWS, listing_module.ASK_ROWS = page_rows, ask_rows
+def sizes(page_rows, ask_rows, ask_bytes=1 << 20):
+    saved = listing_module.PAGE_ROWS, listing_module.ASK_ROWS, listing_module.ASK_BYTES
+    listing_module.PAGE_ROWS, listing_module.ASK_ROWS, listing_module.ASK_BYTES = page_rows, ask_rows, ask_bytes
     try:
         yield
     finally:
-        listing_module.PAGE_ROWS, listing_module.ASK_ROWS = saved
+        listing_module.PAGE_ROWS, listing_module.ASK_ROWS, listing_module.ASK_BYTES = saved
 
 
 def stored(partition_rows: dict[int, list[tuple[bytes, bytes, bool]]]) -> MemoryBackend:
@@ -77,21 +77,25 @@ def stored(partition_rows: dict[int, list[tuple[bytes, bytes, bool]]]) -> Memory
     return backend
 
 
-@settings(max_examples=150, deadline=None)
-@given(rows, st.integers(1, 5), st.integers(1, 4), names)
-@example([(b"a", b"k", False), (b"a", b"l", True), (b"b", b"k", False), (b"c", b"k", True)], 1, 1, b"a")
+@settings(max_examples=200, deadline=None)
+@given(rows, st.integers(1, 5), st.integers(1, 4), st.sampled_from([1, 2, 5, 1 << 20]), names)
+@example([(b"a", b"k", False), (b"a", b"l", True), (b"b", b"k", False), (b"c", b"k", True)], 1, 1, 1 << 20, b"a")
+@example([(b"a", b"k", True), (b"a", b"l", True), (b"b", b"k", True), (b"c", b"k", True)], 5, 4, 1, b"a")
 def test_a_partitions_scan_lists_its_live_keys_and_buckets_whatever_the_page_and_answer_size(
-        entries, page_rows, pages_per_ask, bucket):
+        entries, page_rows, pages_per_ask, ask_bytes, bucket):
     latest = {(b, k): live for b, k, live in entries}  # a later write of a key replaces the earlier
     listing = listing_over(stored({7: entries}))
-    with sizes(page_rows, page_rows * pages_per_ask):
+    with sizes(page_rows, page_rows * pages_per_ask, ask_bytes):
         keys, key_asks = trio.run(all_of, listing, bucket, 7)
         buckets, _ = trio.run(all_of, listing, None, 7)
         assert trio.run(all_of, listing, bucket, 8) == ([], 1) and trio.run(all_of, listing, None, 8) == ([], 1)
     assert keys == sorted(k for (b, k), live in latest.items() if b == bucket and live)
     assert buckets == sorted({b for (b, _), live in latest.items() if live})
     rows_of_bucket = sum(1 for b, _ in latest if b == bucket)
-    assert key_asks <= rows_of_bucket // (page_rows * pages_per_ask) + 1  # answers are as full as allowed
+    if ask_bytes == 1 << 20:  # bounded by rows only: answers are as full as allowed
+        assert key_asks <= rows_of_bucket // (page_rows * pages_per_ask) + 1
+    else:  # each answer but the last carries at least ask_bytes of names
+        assert key_asks <= sum(len(k) for k in keys) // ask_bytes + rows_of_bucket // (page_rows * pages_per_ask) + 1
 
 
 class FakeRing:
