@@ -5,7 +5,8 @@ Theory of operation (Riak's get and put FSMs; the quorum rules are the pure obje
   (`Membership.preflist`). Each target is (node, fallback_for). During a ring change a write also goes
   to the partition's pending owners (`Membership.pending`), not counted toward W (Cassandra's pending
   ranges); each "kv.replicate" names the ring version it was routed by, and a replica that knows of a
-  newer change passes the copy on to the pending owners itself (`rpc_replicate`). A write forwarded here
+  newer change passes the copy on to the pending owners and the primaries of its own view itself
+  (`rpc_replicate`). A write forwarded here
   ("kv.coordinate") comes with the forwarder's targets, routed by its view; the primaries of this node's
   view that it did not name (a change that finished here and not there yet) get the write too, not
   counted toward W: the old owners named instead drop their copies once the change settles. A pr or pw above the
@@ -556,15 +557,18 @@ class Coordinator:
         return self.replica.rpc_replicate_nowait(body[:4], done)
 
     def _pass_on(self, peer_id: str, body: list, routing: tuple[int, int] | None) -> None:
-        """Send a stored copy on to the partition's pending owners if its coordinator routed it by an
-        older ring than ours (see rpc_replicate)."""
+        """Send a stored copy on to the partition's pending owners, and to its primaries in our view, if its
+        coordinator routed it by an older ring than ours (see rpc_replicate). The primaries too: once a
+        change is done here there are no pending owners, and a copy routed by the ring before it would
+        otherwise stay with old owners only, which drop it at cleanup."""
         if routing is None:
             return
         routed, n_val = routing
         if routed < self.routing_version():
             bucket, key, blob = body[0], body[1], body[2]
             partition = partition_for_key(bucket, key, self.replica.partitions)
-            for node in self.membership.pending(partition, n_val):
+            primaries = tuple(node for node, primary in self._targets(bucket, key, n_val) if primary is None)
+            for node in dict.fromkeys(self.membership.pending(partition, n_val) + primaries):
                 if node != self.node_id and node != peer_id:
                     self.stats.writes_forwarded += 1
                     self._ask(node, "kv.replicate", [bucket, key, blob, None],

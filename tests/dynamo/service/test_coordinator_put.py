@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from dynamo.node import load_identity, mark_clean_stop
-from dynamo.object import Content, decode_object
+from dynamo.object import Content, decode_object, encode_object, put
 from dynamo.service.coordinator import Coordinator, WriteOutcome, WriteRequest
 from dynamo.service.replica import Replica
 from dynamo.stats import Stats
@@ -205,6 +205,33 @@ def test_a_write_forwarded_by_an_older_view_also_reaches_the_primaries_it_did_no
             await committer.aclose()
         assert sorted(pool.to[:3]) == ["peer1", "peer2", "peer3"] and sorted(pool.to[3:]) == ["peer1", "peer2"]
     trio_run(main)
+
+
+def test_a_copy_routed_by_an_older_ring_is_passed_on_to_our_primaries_once_our_change_is_done(trio_run):
+    """peer2's coordinator never heard of the change (it routed by ring v1) and sent its copy here, an old
+    owner; here the change to v2 is done, so there are no pending owners. The copy goes on to the primaries
+    of our view (not back to the sender, not to ourselves), else only the old owners would hold it."""
+    async def main():
+        pool = _Pool()
+        committer = GroupCommitter(_Disk(), in_thread=False)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(committer.run)
+            coordinator = _coordinator(committer, "me:a", pool)
+            coordinator.membership.ring = _RingV2()
+            coordinator.membership.peers = ("peer2", "peer3")
+            blob = encode_object(put(None, Content(b"one"), None, "peer2:x"))
+            assert await coordinator.rpc_replicate("peer2", [b"b", b"k", blob, None, 1, 3]) is True
+            assert pool.to == ["peer3"]
+            await coordinator.rpc_replicate("peer2", [b"b", b"k2", blob, None, 2, 3])  # routed by our ring
+            assert pool.to == ["peer3"]
+            await committer.aclose()
+    trio_run(main)
+
+
+@dataclasses.dataclass(frozen=True)
+class _RingV2:
+    partitions: int = PARTITIONS
+    version: int = 2
 
 
 def test_an_unchanged_sqlite_store_and_a_clean_stop_keep_the_actor(tmp_path):
