@@ -557,18 +557,20 @@ class Coordinator:
         return self.replica.rpc_replicate_nowait(body[:4], done)
 
     def _pass_on(self, peer_id: str, body: list, routing: tuple[int, int] | None) -> None:
-        """Send a stored copy on to the partition's pending owners, and to its primaries in our view, if its
-        coordinator routed it by an older ring than ours (see rpc_replicate). The primaries too: once a
-        change is done here there are no pending owners, and a copy routed by the ring before it would
-        otherwise stay with old owners only, which drop it at cleanup."""
+        """Send a stored copy on to the partition's pending owners if its coordinator routed it by an
+        older ring than ours (see rpc_replicate); and to the partition's primaries in our view if a newer
+        ring than the coordinator's routes the partition here: once a change is done here there are no
+        pending owners, and the copy would otherwise stay with old owners only, which drop it at cleanup."""
         if routing is None:
             return
         routed, n_val = routing
         if routed < self.routing_version():
             bucket, key, blob = body[0], body[1], body[2]
             partition = partition_for_key(bucket, key, self.replica.partitions)
-            primaries = tuple(node for node, primary in self._targets(bucket, key, n_val) if primary is None)
-            for node in dict.fromkeys(self.membership.pending(partition, n_val) + primaries):
+            nodes = self.membership.pending(partition, n_val)
+            if self.membership.routed_by(partition) > routed:
+                nodes += tuple(node for node, primary in self._targets(bucket, key, n_val) if primary is None)
+            for node in dict.fromkeys(nodes):
                 if node != self.node_id and node != peer_id:
                     self.stats.writes_forwarded += 1
                     self._ask(node, "kv.replicate", [bucket, key, blob, None],

@@ -112,6 +112,11 @@ class Membership:
             found = self._preflists[(partition, n_val)] = preference_list(ring, partition, n_val, self.down)
         return found
 
+    def routed_by(self, partition: int) -> int:
+        """The version of the ring that routes `partition` here now (a change's next ring once the
+        partition's moves are done)."""
+        return (self.ring if self.transition is None else self.transition.ring_for(partition, self.done)).version
+
     def pending(self, partition: int, n_val: int) -> tuple[str, ...]:
         """Nodes gaining `partition` in a ring change not done yet: writes reach them too (even if they look
         down: a write they miss now is one the transfer may already have passed)."""

@@ -53,6 +53,9 @@ class _Membership:
     def pending(self, partition: int, n_val: int) -> tuple[str, ...]:
         return ()  # no ring change under way
 
+    def routed_by(self, partition: int) -> int:
+        return self.ring.version
+
 
 class _Pool:
     """Acknowledges every kv.replicate at once, and keeps what was sent."""
