@@ -8,6 +8,12 @@ Theory of operation
   and stores them durably before it answers. Only then are exactly those hints removed (a hint added
   meanwhile stays for the next batch). A failure doubles the target's backoff (capped); a success resets
   it. Delivering twice is harmless: merging is idempotent.
+- A hint names the node that was a primary when it was written. A ring change may since have moved the
+  key's partition away from it (it left, or was force-removed while down, so it may never be alive
+  again): each key of a batch goes to its target only while the target is still one of the key's
+  primaries here; otherwise to the key's live primaries in our view instead (as Riak hands a hinted
+  partition to its current owner). A target no ring here names any more gets its batches so, whether or
+  not it is alive; a key with no live primary but us to go to keeps the batch for a later round.
 - After a delivery, a key this node is not a primary for and holds no other hint for is deleted locally:
   under the key's lock, only if the copy is still the one delivered. A copy holding a dot of this node's
   current actor (a fallback coordinates only when no primary is reachable) goes too, after the actor is
@@ -22,7 +28,7 @@ import math
 import trio
 
 from dynamo.bucket import BucketRegistry
-from dynamo.rpc import PeerPool, RpcError
+from dynamo.rpc import PeerPool, RpcError, RpcUnavailable
 from dynamo.service.forgetting import Forgetting
 from dynamo.service.membership import Membership
 from dynamo.service.replica import Replica
@@ -57,9 +63,10 @@ class Handoff:
     async def round(self) -> None:
         for target in sorted(self.hints.counts()):
             now_s = trio.current_time()
-            if target == self.node_id or not self.membership.is_alive(target) \
-                    or now_s < self._retry_at_s.get(target, -math.inf):
+            if target == self.node_id or now_s < self._retry_at_s.get(target, -math.inf):
                 continue
+            if not self.membership.is_alive(target) and self._named(target):
+                continue  # down, but still a member: it gets its hints once it is back
             try:
                 for _ in range(BATCHES_PER_ROUND_MAX):
                     if not await self.deliver(target):
@@ -86,15 +93,36 @@ class Handoff:
                 blob = self.replica.read(hint.bucket, hint.key)
                 if blob is not None:
                     sent[name] = blob
-        if sent:
-            items = [[bucket, key, blob] for (bucket, key), blob in sent.items()]
-            await self.pool.call(target, "kv.handoff", items, self.timeout_s)
+        by_node: dict[str, list[list[bytes]]] = {}
+        for (bucket, key), blob in sent.items():
+            for node in self._receivers(target, bucket, key):
+                by_node.setdefault(node, []).append([bucket, key, blob])
+        for node, items in sorted(by_node.items()):
+            await self.pool.call(node, "kv.handoff", items, self.timeout_s)
         await self.hints.remove([hint.hint_id for hint in hints])
         self.stats.hints_delivered += len(hints)
         self.log.debug("handed %d keys (%d hints) to %s", len(sent), len(hints), target)
         for (bucket, key), blob in sent.items():
             await self._maybe_drop(bucket, key, blob)
         return len(hints) == self.batch
+
+    def _named(self, node: str) -> bool:
+        """Whether the committed ring or the next ring of a change under way has `node` as a member."""
+        membership = self.membership
+        return node in membership.ring.members or (
+            membership.transition is not None and node in membership.transition.next.members)
+
+    def _receivers(self, target: str, bucket: bytes, key: bytes) -> list[str]:
+        """Who gets a hinted key: its target while still a primary of it, else its live primaries but us;
+        RpcUnavailable when there are none (and we are not one either): the batch waits for a later round."""
+        partition = partition_for_key(bucket, key, self.membership.ring.partitions)
+        primaries = [r.node for r in self.membership.preflist(partition, self.registry.get(bucket).n_val).primaries]
+        if target in primaries:
+            return [target]
+        live = [node for node in primaries if node != self.node_id and self.membership.is_alive(node)]
+        if not live and self.node_id not in primaries:
+            raise RpcUnavailable(f"{bucket!r}/{key!r}: {target} is no primary of it now, and none is up")
+        return live
 
     async def _maybe_drop(self, bucket: bytes, key: bytes, blob: bytes) -> None:
         partition = partition_for_key(bucket, key, self.membership.ring.partitions)

@@ -15,6 +15,7 @@ import shutil
 import trio
 
 from dynamo.config import Member
+from dynamo.object import decode_object
 from dynamo.service.claimant import UNJOIN_ROUNDS, left_at, load_ring_file
 from dynamo.service.ownership import TRANSFER_TYPE
 from dynamo.storage import MemoryBackend
@@ -245,6 +246,33 @@ def test_force_remove_copies_from_the_survivors(local_cluster, trio_run):
             check_placement(cluster, keys)
             assert all(cluster.node(n).membership.gossiper.status("n5").value == "removed"
                        for n in running(cluster))
+    trio_run(main, 60)
+
+
+def test_hints_for_a_force_removed_node_go_to_the_keys_new_primaries(local_cluster, trio_run):
+    """A fallback holds a hint for a primary that is then force-removed: the hint can never reach it, so the
+    fallback hands the key to the key's primaries in the new ring instead, then drops its own copy."""
+    async def main():
+        async with local_cluster(5) as cluster:
+            victim, *others = cluster.primaries("b", "hinted")
+            client = cluster.client(others[0])
+            assert (await client.put("b", "hinted", b"v1", w="all")).status == 204
+            await cluster.stop(victim)
+            await cluster.wait_down(victim)
+            context = (await client.get("b", "hinted")).headers["x-riak-vclock"]
+            reply = await client.put("b", "hinted", b"v2", w=3, headers={"X-Riak-Vclock": context})
+            assert reply.status == 204 and "hints=1" in reply.headers["x-dynamo-replicas"], reply
+            fallback = next(n for n in cluster.ids if n != victim and cluster.node(n).hints.count(victim))
+            assert (await post(cluster, others[0], "/admin/force-remove", {"node": victim})).status == 200
+            assert (await post(cluster, others[0], "/admin/commit")).status == 200
+            await wait_settled(cluster, 2)
+            await cluster.wait_until(lambda: cluster.node(fallback).hints.count(victim) == 0, 20)
+            ring = cluster.node(others[0]).membership.ring
+            owners = replicas_of_partition(ring, partition_for_key(b"b", b"hinted", ring.partitions), 3)
+            for owner in owners:
+                assert decode_object(cluster.node(owner).replica.read(b"b", b"hinted")).siblings[0].value == b"v2"
+            if fallback not in owners:
+                await cluster.wait_until(lambda: cluster.node(fallback).replica.read(b"b", b"hinted") is None, 10)
     trio_run(main, 60)
 
 
