@@ -270,9 +270,7 @@ class Claimant:
 
     def _named(self) -> bool:
         """The committed ring or the next ring of a change under way names this node."""
-        membership = self.membership
-        return (membership.ring.version > 0 and self.node_id in membership.ring.members) or (
-            membership.transition is not None and self.node_id in membership.transition.next.members)
+        return self.membership.names(self.node_id)
 
     def _save(self, status: Status | None = None) -> None:
         if self._unjoin_at_s is not None:

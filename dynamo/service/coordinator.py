@@ -5,13 +5,13 @@ Theory of operation (Riak's get and put FSMs; the quorum rules are the pure obje
   (`Membership.preflist`). Each target is (node, fallback_for). During a ring change a write also goes
   to the partition's pending owners (`Membership.pending`), not counted toward W (Cassandra's pending
   ranges); each "kv.replicate" names the ring version it was routed by, and a replica that knows of a
-  newer change passes the copy on to the pending owners and the primaries of its own view itself
-  (`rpc_replicate`). A write forwarded here
-  ("kv.coordinate") comes with the forwarder's targets, routed by its view; the primaries of this node's
-  view that it did not name (a change that finished here and not there yet) get the write too, not
-  counted toward W: the old owners named instead drop their copies once the change settles. A pr or pw above the
-  live primaries is refused up front ("PW-value unsatisfied: 2/3"): nothing is read or written for a
-  request that must fail.
+  newer change passes the copy on to the pending owners, and to the primaries of its own view where a
+  newer ring routes the partition, itself (`rpc_replicate`). A write forwarded here ("kv.coordinate")
+  comes with the forwarder's targets, routed by its view; the primaries of this node's view that it did
+  not name (a change that finished here and not there yet) get the write too, not counted toward W: the
+  old owners named instead drop their copies once the change settles. A pr or pw above the live
+  primaries is refused up front ("PW-value unsatisfied: 2/3"): nothing is read or written for a request
+  that must fail.
 - Get: ask every target ("kv.get"; the local copy is read directly), feed each answer to a GetQuorum and
   answer once it has enough. The asks are `PeerPool.request`s: no task per replica; each answer (or its
   failure: timeout, connection lost) arrives as a callback, and the request waits once, for "enough".

@@ -65,7 +65,7 @@ class Handoff:
             now_s = trio.current_time()
             if target == self.node_id or now_s < self._retry_at_s.get(target, -math.inf):
                 continue
-            if not self.membership.is_alive(target) and self._named(target):
+            if not self.membership.is_alive(target) and self.membership.names(target):
                 continue  # down, but still a member: it gets its hints once it is back
             try:
                 for _ in range(BATCHES_PER_ROUND_MAX):
@@ -105,12 +105,6 @@ class Handoff:
         for (bucket, key), blob in sent.items():
             await self._maybe_drop(bucket, key, blob)
         return len(hints) == self.batch
-
-    def _named(self, node: str) -> bool:
-        """Whether the committed ring or the next ring of a change under way has `node` as a member."""
-        membership = self.membership
-        return node in membership.ring.members or (
-            membership.transition is not None and node in membership.transition.next.members)
 
     def _receivers(self, target: str, bucket: bytes, key: bytes) -> list[str]:
         """Who gets a hinted key: its target while still a primary of it, else its live primaries but us;

@@ -112,6 +112,12 @@ class Membership:
             found = self._preflists[(partition, n_val)] = preference_list(ring, partition, n_val, self.down)
         return found
 
+    def names(self, node: str) -> bool:
+        """Whether the committed ring (a real one: version 0 is a joiner's own placeholder) or the next ring
+        of a change under way has `node` as a member."""
+        return (self.ring.version > 0 and node in self.ring.members) or (
+            self.transition is not None and node in self.transition.next.members)
+
     def routed_by(self, partition: int) -> int:
         """The version of the ring that routes `partition` here now (a change's next ring once the
         partition's moves are done)."""
