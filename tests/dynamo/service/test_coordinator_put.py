@@ -7,6 +7,7 @@ version the coordinator sends is captured by a fake peer pool; the checks look a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -89,6 +90,16 @@ def _coordinator(committer: GroupCommitter, actor: str, pool: _Pool) -> Coordina
     replica = Replica(committer, HintStore(committer), PARTITIONS, Stats())
     return Coordinator("me", actor, replica, _Membership(), pool, Stats(), siblings_warn=25, siblings_max=100,
                        logger=logging.LoggerAdapter(logging.getLogger("test"), {}))
+
+
+@contextlib.asynccontextmanager
+async def _serving(pool: _Pool):
+    """A coordinator "me:a" over a memory store whose committer runs (and is closed cleanly after)."""
+    committer = GroupCommitter(_Disk(), in_thread=False)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(committer.run)
+        yield _coordinator(committer, "me:a", pool)
+        await committer.aclose()
 
 
 def _write(value: bytes) -> WriteRequest:
@@ -195,17 +206,13 @@ def test_a_write_forwarded_by_an_older_view_also_reaches_the_primaries_it_did_no
     ever give it its copy, once peer2 dropped the one it was sent."""
     async def main():
         pool = _Pool()
-        committer = GroupCommitter(_Disk(), in_thread=False)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(committer.run)
-            coordinator = _coordinator(committer, "me:a", pool)
+        async with _serving(pool) as coordinator:
             coordinator.membership.peers = ("peer1", "peer3")
             forwarded = [_write(b"one").to_wire(), [["me", None], ["peer1", None], ["peer2", None]]]
             outcome = WriteOutcome.from_wire(await coordinator.rpc_coordinate(forwarded))
             assert outcome.status == 200 and outcome.replicas.primary == 3  # W counts the forwarder's targets
             coordinator.membership.peers = ("peer1", "peer2")  # a view like the forwarder's: nothing more
             assert WriteOutcome.from_wire(await coordinator.rpc_coordinate(forwarded)).status == 200
-            await committer.aclose()
         assert sorted(pool.to[:3]) == ["peer1", "peer2", "peer3"] and sorted(pool.to[3:]) == ["peer1", "peer2"]
     trio_run(main)
 
@@ -216,10 +223,7 @@ def test_a_copy_routed_by_an_older_ring_is_passed_on_to_our_primaries_once_our_c
     of our view (not back to the sender, not to ourselves), else only the old owners would hold it."""
     async def main():
         pool = _Pool()
-        committer = GroupCommitter(_Disk(), in_thread=False)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(committer.run)
-            coordinator = _coordinator(committer, "me:a", pool)
+        async with _serving(pool) as coordinator:
             coordinator.membership.ring = _RingV2()
             coordinator.membership.peers = ("peer2", "peer3")
             blob = encode_object(put(None, Content(b"one"), None, "peer2:x"))
@@ -227,7 +231,6 @@ def test_a_copy_routed_by_an_older_ring_is_passed_on_to_our_primaries_once_our_c
             assert pool.to == ["peer3"]
             await coordinator.rpc_replicate("peer2", [b"b", b"k2", blob, None, 2, 3])  # routed by our ring
             assert pool.to == ["peer3"]
-            await committer.aclose()
     trio_run(main)
 
 
