@@ -43,7 +43,9 @@ def test_a_wiped_node_refills_through_anti_entropy_without_reads(tmp_path, helpe
         assert any(path.name.startswith("store") for path in wiped)
         supervisor.start(victim.node_id)
         supervisor.wait_ready(90, [victim.node_id])
-        assert stats(victim)["keys_stored"] < held
+        # No count right after the restart: at 5,000 keys/s a round can refill all 300 before the first
+        # /stats answers (seen on a fast machine). The store files are gone (above), and the repair counts
+        # below show that anti-entropy sent the keys back.
         helpers.wait_for(lambda: stats(victim)["keys_stored"] == held, 60, "the wiped node to hold its keys again")
         after = stats(victim)
         assert after["node_gets"] == 0 and after["read_repairs"] == 0
