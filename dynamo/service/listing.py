@@ -107,7 +107,7 @@ class Listing:
 
     async def rpc_list(self, body: Any) -> Any:
         """kv.list: [bucket or None, partition, cursor or None] -> [names, next cursor or None]: what this
-        node holds there (keys, or buckets) in at most ASK_ROWS rows after the cursor."""
+        node holds there (keys, or buckets) after the cursor, as `local` reads it."""
         if not (isinstance(body, list) and len(body) == 3 and (body[0] is None or type(body[0]) is bytes)
                 and type(body[1]) is int and 0 <= body[1] < self.membership.ring.partitions
                 and (body[2] is None or _is_cursor(body[2]))):
@@ -118,8 +118,8 @@ class Listing:
     async def local(self, bucket: bytes | None, partition: int,
                     after: Cursor | None = None) -> tuple[list[bytes], Cursor | None]:
         """The live keys of `bucket` in `partition` of the local store (with bucket None, the buckets that
-        have one there), in order, from the rows after `after`, ASK_ROWS of them at most; and the cursor to
-        go on from, None when the partition is done."""
+        have one there), in order, from the rows after `after`: ASK_ROWS rows and about ASK_BYTES of names at
+        most; and the cursor to go on from, None when the partition is done."""
         if bucket is None:
             return await self._buckets_here(partition, after)
         return await self._keys_here(bucket, partition, after)
