@@ -13,7 +13,10 @@ Theory of operation
   again): each key of a batch goes to its target only while the target is still one of the key's
   primaries here; otherwise to the key's live primaries in our view instead (as Riak hands a hinted
   partition to its current owner). A target no ring here names any more gets its batches so, whether or
-  not it is alive; a key with no live primary but us to go to keeps the batch for a later round.
+  not it is alive.
+- A key with no live primary to go to (and us not one of them) waits: its hints stay for a later round,
+  while the rest of its batch goes, and the round goes on past it to the target's later hints. Nothing
+  failed, so the target's backoff does not grow: once a primary is back, the next round delivers.
 - After a delivery, a key this node is not a primary for and holds no other hint for is deleted locally:
   under the key's lock, only if the copy is still the one delivered. A copy holding a dot of this node's
   current actor (a fallback coordinates only when no primary is reachable) goes too, after the actor is
@@ -28,7 +31,7 @@ import math
 import trio
 
 from dynamo.bucket import BucketRegistry
-from dynamo.rpc import PeerPool, RpcError, RpcUnavailable
+from dynamo.rpc import PeerPool, RpcError
 from dynamo.service.forgetting import Forgetting
 from dynamo.service.membership import Membership
 from dynamo.service.replica import Replica
@@ -68,8 +71,10 @@ class Handoff:
             if not self.membership.is_alive(target) and self.membership.names(target):
                 continue  # down, but still a member: it gets its hints once it is back
             try:
+                after_id = None
                 for _ in range(BATCHES_PER_ROUND_MAX):
-                    if not await self.deliver(target):
+                    after_id = await self.deliver(target, after_id)
+                    if after_id is None:
                         break
             except (RpcError, StorageError) as error:
                 failures = self._failures[target] = self._failures.get(target, 0) + 1
@@ -81,41 +86,48 @@ class Handoff:
                 self._failures.pop(target, None)
                 self._retry_at_s.pop(target, None)
 
-    async def deliver(self, target: str) -> bool:
-        """Send one batch of `target`'s hints; True if there may be more."""
-        hints = self.hints.pending(target, limit=self.batch)
+    async def deliver(self, target: str, after_id: int | None = None) -> int | None:
+        """Send one batch of `target`'s hints (those after `after_id`); return the id of the batch's last
+        hint when there may be more after it, else None. Hints of a key that has to wait stay pending."""
+        hints = self.hints.pending(target, limit=self.batch, after_id=after_id)
         if not hints:
-            return False
-        sent: dict[tuple[bytes, bytes], bytes] = {}
+            return None
+        blobs: dict[tuple[bytes, bytes], bytes | None] = {}
         for hint in hints:
             name = (hint.bucket, hint.key)
-            if name not in sent:
-                blob = self.replica.read(hint.bucket, hint.key)
-                if blob is not None:
-                    sent[name] = blob
+            if name not in blobs:
+                blobs[name] = self.replica.read(hint.bucket, hint.key)
         by_node: dict[str, list[list[bytes]]] = {}
-        for (bucket, key), blob in sent.items():
-            for node in self._receivers(target, bucket, key):
+        waiting: set[tuple[bytes, bytes]] = set()
+        for (bucket, key), blob in blobs.items():
+            receivers = self._receivers(target, bucket, key) if blob is not None else []
+            if receivers is None:
+                waiting.add((bucket, key))
+            for node in receivers or ():
                 by_node.setdefault(node, []).append([bucket, key, blob])
         for node, items in sorted(by_node.items()):
             await self.pool.call(node, "kv.handoff", items, self.timeout_s)
-        await self.hints.remove([hint.hint_id for hint in hints])
-        self.stats.hints_delivered += len(hints)
-        self.log.debug("handed %d keys (%d hints) to %s", len(sent), len(hints), target)
-        for (bucket, key), blob in sent.items():
-            await self._maybe_drop(bucket, key, blob)
-        return len(hints) == self.batch
+        done = [hint.hint_id for hint in hints if (hint.bucket, hint.key) not in waiting]
+        await self.hints.remove(done)
+        self.stats.hints_delivered += len(done)
+        self.log.debug("handed %d keys (%d hints) for %s; %d keys wait for a live primary",
+                       len(blobs) - len(waiting), len(done), target, len(waiting))
+        for name, blob in blobs.items():
+            if blob is not None and name not in waiting:
+                await self._maybe_drop(*name, blob)
+        return hints[-1].hint_id if len(hints) == self.batch else None
 
-    def _receivers(self, target: str, bucket: bytes, key: bytes) -> list[str]:
-        """Who gets a hinted key: its target while still a primary of it, else its live primaries but us;
-        RpcUnavailable when there are none (and we are not one either): the batch waits for a later round."""
+    def _receivers(self, target: str, bucket: bytes, key: bytes) -> list[str] | None:
+        """Who gets a hinted key: its target while still a primary of it, else its live primaries but us
+        ([] when we are its only live primary: nothing to send). None when it has no live primary and we
+        are not one either: the key waits for a later round."""
         partition = partition_for_key(bucket, key, self.membership.ring.partitions)
         primaries = [r.node for r in self.membership.preflist(partition, self.registry.get(bucket).n_val).primaries]
         if target in primaries:
             return [target]
         live = [node for node in primaries if node != self.node_id and self.membership.is_alive(node)]
         if not live and self.node_id not in primaries:
-            raise RpcUnavailable(f"{bucket!r}/{key!r}: {target} is no primary of it now, and none is up")
+            return None
         return live
 
     async def _maybe_drop(self, bucket: bytes, key: bytes, blob: bytes) -> None:
