@@ -111,10 +111,11 @@ def hash_bytes(value: int) -> bytes:
 class MerkleTree:
     """Merkle tree over key -> digest with fixed segments and fan-out; see the module docstring."""
 
-    __slots__ = ("shape", "_levels", "_entries", "_count")
+    __slots__ = ("shape", "_fanout_bits", "_levels", "_entries", "_count")
 
     def __init__(self, segments: int = DEFAULT_SEGMENTS, fanout: int = DEFAULT_FANOUT):
         self.shape = TreeShape(segments, fanout)
+        self._fanout_bits = self.shape.fanout_bits
         # Hashes are kept as ints: XOR on ints is cheap, and they become bytes only when they leave the tree.
         self._levels: list[list[int]] = [[0] * width for width in self.shape.widths]
         self._entries: list[dict[bytes, bytes] | None] = [None] * segments
@@ -195,14 +196,28 @@ class MerkleTree:
         return held
 
     def put(self, key: bytes, digest: bytes) -> bytes | None:
-        """Set the key's digest whether or not it is there; returns the previous digest (None if absent)."""
+        """Set the key's digest whether or not it is there; returns the previous digest (None if absent).
+        (`update` with the held digest, in one segment lookup: a replica calls this on every write.)"""
+        _check_bytes("key", key)
         _check_bytes("digest", digest)
-        held = self.get(key)
-        self.update(key, held, digest)
+        s = segment_of(key, self.shape.segments)
+        bucket = self._entries[s]
+        if bucket is None:
+            bucket = self._entries[s] = {}
+        held = bucket.get(key)
+        if held == digest:
+            return held
+        delta = entry_hash(key, digest)
+        if held is None:
+            self._count += 1
+        else:
+            delta ^= entry_hash(key, held)
+        bucket[key] = digest
+        self._toggle(s, delta)
         return held
 
     def _toggle(self, segment: int, delta: int):
-        bits, index = self.shape.fanout_bits, segment
+        bits, index = self._fanout_bits, segment
         for level in reversed(self._levels):
             level[index] ^= delta
             index >>= bits

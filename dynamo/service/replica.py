@@ -181,9 +181,10 @@ class Replica:
         self.stats = stats
         self.locks = KeyLocks()
         self._bulk = trio.CapacityLimiter(BULK_MERGES_MAX)
-        # Called as on_stored(partition, bucket, key, blob or None) after each local change has committed,
-        # under the key's lock (so per key in commit order): the anti-entropy trees follow the store.
-        self.on_stored: Callable[[int, bytes, bytes, bytes | None], None] | None = None
+        # Called as on_stored(partition, bucket, key, blob or None, obj) after each local change has
+        # committed, under the key's lock (so per key in commit order): the anti-entropy trees follow the
+        # store. `obj` is the decoded blob when at hand (a coordinated write), else None.
+        self.on_stored: Callable[[int, bytes, bytes, bytes | None, StoredObject | None], None] | None = None
 
     def read(self, bucket: bytes, key: bytes) -> bytes | None:
         return self.backend.get(partition_for_key(bucket, key, self.partitions), bucket, key)
@@ -218,7 +219,7 @@ class Replica:
             with trio.CancelScope(shield=True):  # bounded: the committer settles every batch it took
                 await queued.wait()
             if self.on_stored is not None:
-                self.on_stored(partition, bucket, key, blob)
+                self.on_stored(partition, bucket, key, blob, obj)
         finally:
             self.locks.release(name)
         self.stats.vnode_puts += 1
@@ -283,7 +284,7 @@ class Replica:
     def _merged_stored(self, partition: int, bucket: bytes, key: bytes, merged: bytes | None) -> None:
         """A merge committed: tell the trees when it changed the copy."""
         if merged is not None and self.on_stored is not None:
-            self.on_stored(partition, bucket, key, merged)
+            self.on_stored(partition, bucket, key, merged, None)
 
     async def merge_many(self, items: Sequence[tuple[bytes, bytes, bytes]], hint_for: str | None = None) -> None:
         """Merge several copies in one durable submit (handoff batches). Locks are taken in key order so
@@ -318,7 +319,7 @@ class Replica:
                 for bucket, key in names:
                     if result[(bucket, key)] != current[(bucket, key)]:
                         name = (bucket, key)
-                        self.on_stored(partitions[name], bucket, key, result[name])
+                        self.on_stored(partitions[name], bucket, key, result[name], None)
         finally:
             for name in held:
                 self.locks.release(name)
@@ -337,7 +338,7 @@ class Replica:
                 return False
             await self.committer.submit([Delete(partition, bucket, key)])
             if self.on_stored is not None:
-                self.on_stored(partition, bucket, key, None)
+                self.on_stored(partition, bucket, key, None, None)
         return True
 
     # ---- RPC handlers -------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ def _replica(batch_ops_max: int = 2048) -> tuple[Replica, GroupCommitter, list]:
     committer = GroupCommitter(MemoryBackend(), in_thread=False, batch_ops_max=batch_ops_max)
     replica = Replica(committer, HintStore(committer), PARTITIONS, Stats())
     stored: list = []
-    replica.on_stored = lambda partition, bucket, key, blob: stored.append((key, blob))
+    replica.on_stored = lambda partition, bucket, key, blob, obj: stored.append((key, blob))
     return replica, committer, stored
 
 
