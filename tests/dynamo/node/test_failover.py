@@ -110,10 +110,18 @@ def test_a_fallback_that_coordinated_retires_its_actor_and_drops_its_copy_after_
         async with local_cluster(5) as cluster:
             primaries = cluster.primaries("fb", "k")
             fallbacks = [node_id for node_id in cluster.ids if node_id not in primaries]
+
+            async def primaries_down_fallbacks_up() -> None:
+                """The primaries convicted, and each fallback sees the other up: both are the write's
+                targets. (Under load, one in-process node's detector can briefly convict the other while
+                three nodes stop; CI once got "W-value unsatisfied: 1/2" from the put below.)"""
+                for node_id in primaries:
+                    await cluster.wait_down(node_id)
+                await cluster.wait_until(lambda: all(cluster.node(a).membership.is_alive(b)
+                                                     for a in fallbacks for b in fallbacks if a != b))
             for node_id in primaries:
                 await cluster.stop(node_id)
-            for node_id in primaries:
-                await cluster.wait_down(node_id)
+            await primaries_down_fallbacks_up()
             coordinator = fallbacks[0]
             old_actor = cluster.node(coordinator).actor
             reply = await cluster.client(coordinator).put("fb", "k", b"v", w=2)
@@ -132,8 +140,7 @@ def test_a_fallback_that_coordinated_retires_its_actor_and_drops_its_copy_after_
             # time: once the primaries have both, they are siblings, neither value lost.
             for node_id in primaries:
                 await cluster.stop(node_id)
-            for node_id in primaries:
-                await cluster.wait_down(node_id)
+            await primaries_down_fallbacks_up()
             assert (await cluster.client(coordinator).put("fb", "k", b"v2", w=2)).status == 204
             for node_id in primaries:
                 await cluster.start(node_id)
