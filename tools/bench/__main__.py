@@ -123,7 +123,7 @@ def run(args: argparse.Namespace, urls: list[str], wrk_path: str, cpu_pids: tupl
     run_id = f"b{secrets.token_hex(4)}"  # fresh keys every run: no siblings from earlier runs
     plan = plan_load(args.connections, args.threads, len(urls))
     speed_before_us = python_loop_us()
-    loaded, results, exit_code = run_cells(args, urls, wrk_path, cpu_pids, run_id, "riak", args.consistency)
+    loaded, results, exit_code = run_cells(args, urls, plan, wrk_path, cpu_pids, run_id, "riak", args.consistency)
     speed_us = (speed_before_us, python_loop_us())
     print(heading(args, wrk_version(wrk_path), plan, urls, loaded, run_id, results, speed_us))
     print()
@@ -133,14 +133,13 @@ def run(args: argparse.Namespace, urls: list[str], wrk_path: str, cpu_pids: tupl
     return exit_code
 
 
-def run_cells(args: argparse.Namespace, urls: list[str], wrk_path: str, cpu_pids: tuple[int, ...] | list[int],
-              run_id: str, api: str, consistencies: tuple[str, ...]
+def run_cells(args: argparse.Namespace, urls: list[str], plan: LoadPlan, wrk_path: str,
+              cpu_pids: tuple[int, ...] | list[int], run_id: str, api: str, consistencies: tuple[str, ...]
               ) -> tuple[PreloadResult | None, list[CellResult], int]:
-    """One wrk run per cell (operations in order, consistencies within each), preloading the gets' keys
-    before the first get cell; (the preload, the cells measured, exit code). Ctrl-C or a failing wrk
-    keeps the cells measured before it."""
+    """One wrk run per cell (operations in order, consistencies within each) with `plan` over `urls`,
+    preloading the gets' keys before the first get cell; (the preload, the cells measured, exit code).
+    Ctrl-C or a failing wrk keeps the cells measured before it."""
     targets = parse_targets(urls)
-    plan = plan_load(args.connections, args.threads, len(targets))
     results: list[CellResult] = []
     loaded = None
     try:
@@ -178,7 +177,9 @@ def run_etcd_reference(args: argparse.Namespace, wrk_path: str, run_id: str, our
     etcd = start_etcd(etcd_path, args.nodes)
     try:
         speed_before_us = python_loop_us()
-        loaded, results, exit_code = run_cells(args, etcd.urls, wrk_path, etcd.pids, run_id, "etcd", ("quorum",))
+        plan = plan_load(args.connections, args.threads, len(etcd.urls))
+        loaded, results, exit_code = run_cells(args, etcd.urls, plan, wrk_path, etcd.pids, run_id, "etcd",
+                                               ("quorum",))
         speed_us = (speed_before_us, python_loop_us())
     finally:
         etcd.stop()
