@@ -165,6 +165,12 @@ class MerkleTree:
         held = None if bucket is None else bucket.get(key)
         if held != old_digest:
             raise MerkleError(f"key {key!r}: tree holds digest {held!r}, caller expected {old_digest!r}")
+        self._move(s, bucket, key, old_digest, new_digest)
+
+    def _move(self, s: int, bucket: dict[bytes, bytes] | None, key: bytes, old_digest: bytes | None,
+              new_digest: bytes | None):
+        """Change `key` of segment `s` (whose dict is `bucket`, None if empty) from the digest it holds,
+        `old_digest`, to `new_digest`: the entries, the count and every hash up to the root."""
         if old_digest == new_digest:
             return
         delta = 0
@@ -202,18 +208,8 @@ class MerkleTree:
         _check_bytes("digest", digest)
         s = segment_of(key, self.shape.segments)
         bucket = self._entries[s]
-        if bucket is None:
-            bucket = self._entries[s] = {}
-        held = bucket.get(key)
-        if held == digest:
-            return held
-        delta = entry_hash(key, digest)
-        if held is None:
-            self._count += 1
-        else:
-            delta ^= entry_hash(key, held)
-        bucket[key] = digest
-        self._toggle(s, delta)
+        held = None if bucket is None else bucket.get(key)
+        self._move(s, bucket, key, held, digest)
         return held
 
     def _toggle(self, segment: int, delta: int):
