@@ -30,6 +30,7 @@ Theory of operation
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from time import time_ns
 from typing import Any, Callable, Sequence
 
@@ -113,11 +114,13 @@ class ObjectCache:
     Size: a decoded object of one 100-byte value, with its vtag and context cached, measured 1.05 KB, so
     a full cache holds 16-20 MB; the value cache behind it (32 MiB of blobs) holds about ten times as
     many keys. With 4,096 entries, uniform reads of 10,000 keys missed 60% of the time and decoding was
-    9% of a quorum get's CPU."""
+    9% of a quorum get's CPU. An OrderedDict, not a dict: evicting a dict's first key with
+    `next(iter(d))` scans the holes earlier evictions left at the front of its entry table until the next
+    resize (3.6 us per eviction at 16,384 entries, against 0.2 us for `popitem(last=False)`)."""
 
     def __init__(self, entries_max: int = 16384, blob_bytes_max: int = 2048) -> None:
         self.entries_max, self.blob_bytes_max = entries_max, blob_bytes_max
-        self._objects: dict[bytes, StoredObject] = {}
+        self._objects: OrderedDict[bytes, StoredObject] = OrderedDict()
 
     def decode(self, blob: bytes) -> StoredObject:
         """Blobs come from our storage or from peers (authenticated, sending encode_object output): the
@@ -132,7 +135,7 @@ class ObjectCache:
         if len(blob) <= self.blob_bytes_max:
             objects = self._objects
             if len(objects) >= self.entries_max:
-                del objects[next(iter(objects))]
+                objects.popitem(last=False)
             objects[blob] = obj
 
 
