@@ -1,4 +1,4 @@
-"""HTTP for the node: the h11-on-trio server driver and the pure helpers of Riak's object API.
+"""HTTP for the node: the HTTP/1.1 server (llhttp on trio) and the pure helpers of Riak's object API.
 
 message.py holds the Request/Response values, server.py the trio driver (the only module here that
 does I/O), riak.py (with header.py and multipart.py behind it) the Riak protocol pieces the

@@ -9,7 +9,7 @@ Pure functions between header text and the values of an object (no I/O). The rul
 - ETag on a single object is the vtag in quotes; inside a multipart part Riak writes it bare
   (riak_kv_wm_utils:multipart_encode_body), so `content_headers` can do either.
 - Dates are RFC 1123 in GMT, whole seconds (HTTP has no finer grain): microseconds are floored.
-- Every header value this module builds is checked against h11's field-value grammar, so no
+- Every header value this module builds is checked against RFC 9110's field-value grammar, so no
   metadata or content type can smuggle a line break into a response.
 - Conditions follow RFC 9110 §13.2.2: If-Match (or else If-Unmodified-Since), then If-None-Match
   (or else If-Modified-Since, for GET and HEAD only). A miss on GET/HEAD is 304, otherwise 412.
@@ -34,7 +34,8 @@ DELETED_HEADER = "X-Riak-Deleted"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 _TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
-# h11's field-value: visible bytes (anything but NUL and whitespace) separated by runs of SP/HTAB.
+# RFC 9110's field-value, as h11 reads it: visible bytes (anything but NUL and whitespace) separated
+# by runs of SP/HTAB.
 _FIELD_VALUE = re.compile(r"(?:[^\x00\t\n\x0b\x0c\r ]+(?:[ \t]+[^\x00\t\n\x0b\x0c\r ]+)*)?")
 _LATIN1 = re.compile(r"[\x00-\xff]*")
 _US_PER_S = 1_000_000
@@ -49,6 +50,7 @@ def check_header_value(value: str, what: str) -> str:
 
 
 def check_header_name(name: str, what: str) -> str:
+    """Return `name` if it is a header field name (an RFC 9110 token), else raise ValueError."""
     if not isinstance(name, str) or not _TOKEN.fullmatch(name):
         raise ValueError(f"{what} is not a valid header name: {name!r:.80}")
     return name

@@ -1,7 +1,7 @@
 """The request and response values that pass between the HTTP server and an app.
 
-The server (server.py) turns h11 events into one `Request` per HTTP request, calls
-`await app(request)` and turns the `Response` it gets back into h11 events. Both are plain frozen
+The server (server.py) turns what its parser reads into one `Request` per HTTP request, calls
+`await app(request)` and writes the `Response` it gets back. Both are plain frozen
 values with no I/O, so routes and the Riak helpers (riak.py) can be tested without sockets.
 
 Rules kept here:
@@ -35,7 +35,7 @@ class Headers:
 
     @classmethod
     def from_wire(cls, raw_pairs: Iterable[tuple[bytes, bytes]]) -> "Headers":
-        """From h11's (name, value) bytes: names are ASCII tokens, values latin-1 (the fast path)."""
+        """From the parser's (name, value) bytes: names are ASCII tokens, values latin-1 (the fast path)."""
         headers = cls.__new__(cls)
         headers._pairs = tuple([(name.decode("ascii"), value.decode("latin-1")) for name, value in raw_pairs])
         headers._names_lower = tuple([name.lower() for name, _ in headers._pairs])

@@ -1,4 +1,4 @@
-"""The h11-on-trio server against raw sockets: keep-alive, pipelining, HEAD, 100-continue, limits.
+"""The HTTP server (llhttp on trio) against raw sockets: keep-alive, pipelining, HEAD, 100-continue, limits.
 
 Every test runs a real server on 127.0.0.1 port 0 inside trio.run, talks to it with plain trio TCP
 streams and a tiny response reader, and is bounded by trio.fail_after. After each refusal the test
@@ -355,6 +355,18 @@ def test_garbage_bytes_get_400_then_close():
     assert [call.path for call in app.calls] == ["/still-alive"]
 
 
+def test_garbage_after_a_head_request_gets_a_whole_400():
+    async def test(connect, app):
+        client = await connect()
+        await client.send(b"HEAD /h HTTP/1.1\r\nHost: t\r\n\r\n" + b"\x16\x03 not http\r\n\r\n")
+        assert (await client.read_response(head_request=True))[0] == 200
+        status, _, body = await client.read_response()  # a refusal has its body, whatever came before
+        assert status == 400 and body.startswith(b"bad request")
+        assert await client.at_eof()
+
+    run_with_server(test)
+
+
 def test_oversized_header_block_is_refused_then_closed():
     big = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 3000 + b"\r\n"
 
@@ -363,13 +375,101 @@ def test_oversized_header_block_is_refused_then_closed():
         await whole.send(big + b"\r\n")
         assert (await whole.read_response())[0] == 431
         assert await whole.at_eof()
-        piecemeal = await connect()  # the head never completes: h11's buffer bound trips
+        piecemeal = await connect()  # the head never completes: the stalled-bytes bound trips
         await piecemeal.send(big)
         assert (await piecemeal.read_response())[0] == 431
         assert await piecemeal.at_eof()
         await assert_serves_good_client(connect)
 
     app = run_with_server(test, header_bytes_max=1024)
+    assert [call.path for call in app.calls] == ["/still-alive"]
+
+
+def test_a_head_over_many_reads_is_measured_by_its_own_bytes():
+    """An incomplete head is bounded by the bytes read since the parser last finished something, so the
+    body that came in the same read as the head's start does not count against the head."""
+    async def send_slowly(client, data: bytes, pieces: int):
+        step = -(-len(data) // pieces)
+        for start in range(0, len(data), step):
+            await client.send(data[start:start + step])
+            await trio.sleep(0.02)  # each piece its own read
+
+    async def test(connect, app):
+        client = await connect()
+        head = get("/long", "X-Pad: " + "p" * 900 + "\r\n")  # about 950 bytes, under the 1024 limit
+        await client.send(put("/body", b"b" * 3000) + head[:600])
+        await send_slowly(client, head[600:], 3)
+        assert [(await client.read_response())[2] for _ in range(2)] == [b"PUT /body|" + b"b" * 3000,
+                                                                        b"GET /long|"]
+        over = await connect()
+        await send_slowly(over, get("/over", "X-Pad: " + "p" * 1200 + "\r\n"), 6)
+        assert (await over.read_response())[0] == 431
+        assert await over.at_eof()
+        await assert_serves_good_client(connect)
+
+    app = run_with_server(test, header_bytes_max=1024)
+    assert [call.path for call in app.calls] == ["/body", "/long", "/still-alive"]
+
+
+def test_an_unsupported_http_version_gets_505_then_close():
+    async def test(connect, app):
+        client = await connect()
+        await client.send(b"GET /v2 HTTP/2.0\r\nHost: t\r\n\r\n")
+        status, _, body = await client.read_response()
+        assert (status, body) == (505, b"HTTP/2.0 is not supported\n")
+        assert await client.at_eof()
+        await assert_serves_good_client(connect)
+
+    app = run_with_server(test)
+    assert [call.path for call in app.calls] == ["/still-alive"]
+
+
+def test_a_control_byte_in_a_header_value_gets_400():
+    async def test(connect, app):
+        client = await connect()
+        await client.send(get("/x", "X-Bad: a\x01b\r\n"))
+        assert (await client.read_response())[0] == 400
+        assert await client.at_eof()
+        await assert_serves_good_client(connect)
+
+    app = run_with_server(test)
+    assert [call.path for call in app.calls] == ["/still-alive"]
+
+
+def test_an_upgrade_request_is_answered_as_a_plain_request_then_closed():
+    async def test(connect, app):
+        client = await connect()
+        await client.send(get("/up", "Upgrade: websocket\r\nConnection: Upgrade\r\n") + b"\x00not http")
+        status, headers, body = await client.read_response()
+        assert (status, body, headers["connection"]) == (200, b"GET /up|", ["close"])
+        assert await client.at_eof()
+
+    app = run_with_server(test)
+    assert [call.path for call in app.calls] == ["/up"]
+
+
+def test_trailers_of_a_chunked_body_are_dropped_and_do_not_reach_the_next_request():
+    async def test(connect, app):
+        client = await connect()
+        await client.send(b"PUT /t HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          b"3\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n" + get("/next"))
+        assert [(await client.read_response())[2] for _ in range(2)] == [b"PUT /t|abc", b"GET /next|"]
+
+    app = run_with_server(test)
+    assert [call.headers.get("x-trailer") for call in app.calls] == [None, None]
+    assert [name.lower() for name, _ in app.calls[1].headers] == ["host"]
+
+
+def test_a_client_that_closes_in_the_middle_of_a_request_gets_400():
+    async def test(connect, app):
+        client = await connect()
+        await client.send(b"PUT /cut HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+        await client.stream.send_eof()
+        assert (await client.read_response())[0] == 400
+        assert await client.at_eof()
+        await assert_serves_good_client(connect)
+
+    app = run_with_server(test)
     assert [call.path for call in app.calls] == ["/still-alive"]
 
 
