@@ -6,7 +6,8 @@ Starts the server in a child process (so client and server each get a core), the
 `--connections` keep-alive connections, each sending one GET and waiting for its answer before the
 next (no pipelining). Prints requests/s, latency percentiles and the server's CPU time per request
 (from /proc, steadier than req/s on a shared machine). `--baseline` serves the same app
-with a bare h11-on-trio loop instead, to show what the server's limits and bookkeeping cost.
+with a bare h11-on-trio loop instead, h11's example server with nothing added: the design the server
+replaced with llhttp (dynamo/http/server.py says why), kept as the reference point.
 A benchmark measures and prints; it asserts nothing.
 """
 
