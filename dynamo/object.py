@@ -262,7 +262,10 @@ def object_digest(bucket: bytes, key: bytes, obj: StoredObject) -> bytes:
     return _state_digest(bucket, key, [[e.actor, e.counter, len(e.values)] for e in obj.clock.entries])
 
 
-def blob_digest(bucket: bytes, key: bytes, blob: bytes) -> tuple[bytes, bool]:
+ObjectDigest = tuple[bytes, bool]  # (object_digest, is_tombstone): what an anti-entropy tree keeps of a key
+
+
+def blob_digest(bucket: bytes, key: bytes, blob: bytes) -> ObjectDigest:
     """(object_digest, is_tombstone) of an encoded object, read off its CBOR without building the object:
     a replica's tree update then costs a fraction of a full decode. For this store's own encodings (it
     does not check them as decode_object does, and bytes after the object go unnoticed); ObjectDecodeError

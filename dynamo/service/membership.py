@@ -13,10 +13,13 @@ Theory of operation
   stay "up" forever. The set is recomputed on every member event and every tick, and the preference lists
   cached per (partition, n_val) are dropped when it changes. A member joining, restarting or coming
   back up also resets its RPC reconnect backoff, so the first request after that dials at once.
-- Application states it publishes: the ring, "buckets" (the bucket property registry; see bucket.py)
-  and "hints" (this node's pending hint count, for operators). Once per gossip interval it merges every
-  member's "buckets" into the local registry and republishes when that changed, so a property change
-  reaches everyone and survives its author.
+- Application states it publishes: the ring, "buckets" (the bucket property registry; see bucket.py),
+  "hints" (this node's pending hint count, for operators) and "capabilities" (what this code speaks
+  beyond the RPC protocol's first version, `CAPABILITIES`). A sender uses an extension only with a peer
+  that advertises it (`supports`), so nodes of two versions interoperate during a rolling upgrade, as
+  Riak's riak_core_capability lets them; a peer not heard from yet, or restarted without it, supports
+  nothing. Once per gossip interval it merges every member's "buckets" into the local registry and
+  republishes when that changed, so a property change reaches everyone and survives its author.
 - Ring changes (claimant.py decides them; this class only routes by them): `ring` is the committed ring;
   during a change `transition` (ring/change.py) and `done` (the moves handed off so far) route each
   partition by the next ring once its moves are done, and `pending` names the nodes a write should also
@@ -46,6 +49,12 @@ GOSSIP_TYPE = "gossip"
 UNHEARD_GRACE_ROUNDS = 5
 BUCKETS_KEY = "buckets"
 HINTS_KEY = "hints"
+CAPABILITIES_KEY = "capabilities"
+# kv.replicate may carry the copy's anti-entropy digest and tombstone flag (coordinator.py): a receiver that
+# stores the copy as sent takes them instead of reading them off the blob. The digest is object_digest's:
+# a change to what that hashes must rename this capability.
+REPLICATE_DIGEST = "kv.replicate.digest.v1"
+CAPABILITIES = frozenset({REPLICATE_DIGEST})
 # Member events that mean a peer is reachable again: its RPC reconnect backoff is reset (PeerPool).
 BACK_EVENTS = frozenset({EventKind.JOINED, EventKind.RESTARTED, EventKind.UP})
 
@@ -89,6 +98,9 @@ class Membership:
                                                                                 config.gossip_interval_s),
                                  status=status, joined_generation=joined_generation)
         self.gossiper.publish_ring(self.ring.version, self.ring.to_dict())
+        self.capabilities = CAPABILITIES
+        self.gossiper.publish(CAPABILITIES_KEY, sorted(self.capabilities))
+        self._peer_capabilities: dict[str, frozenset[str]] = {}
         self.down: frozenset[str] = frozenset()
         self._unheard_down_at_s = trio.current_time() + UNHEARD_GRACE_ROUNDS * config.gossip_interval_s
         self._preflists: dict[tuple[int, int], Preflist] = {}
@@ -197,6 +209,7 @@ class Membership:
                         self.pool.set_address(effect.node, *parse_address(addresses[0]))
                     except ValueError:
                         self.log.warning("member %s gossips a bad address %r", effect.node, addresses[0])
+                self._learn_capabilities(effect.node)  # a restart may have changed the peer's code
                 if effect.kind in BACK_EVENTS and effect.node != self.node_id:
                     # Gossip heard the peer (it dialled us): its RPC backoff from while it was away would
                     # only turn requests away for seconds.
@@ -207,9 +220,19 @@ class Membership:
     async def _cast(self, node: str, body: Any) -> None:
         await self.pool.cast(node, GOSSIP_TYPE, body)
 
+    def supports(self, node: str, capability: str) -> bool:
+        """Whether `node` advertises `capability` (see the module docstring)."""
+        return capability in self._peer_capabilities.get(node, ())
+
+    def _learn_capabilities(self, node: str) -> None:
+        raw = self.gossiper.app_state(node, CAPABILITIES_KEY)
+        names = raw if type(raw) is list else ()  # anything else: a node that advertises nothing we know
+        self._peer_capabilities[node] = frozenset(name for name in names if type(name) is str)
+
     def _sync_states(self) -> None:
         gossiper = self.gossiper
         for node in gossiper.members():
+            self._learn_capabilities(node)
             if node != self.node_id:
                 raw = gossiper.app_state(node, BUCKETS_KEY)
                 if raw is not None and raw is not self._merged_states.get(node):
@@ -229,6 +252,8 @@ class Membership:
         """A new gossip core (a node joining a cluster restarts its own); republish our states into it."""
         self.gossiper = gossiper
         gossiper.publish_ring(self.ring.version, self.ring.to_dict())
+        gossiper.publish(CAPABILITIES_KEY, sorted(self.capabilities))
+        self._peer_capabilities.clear()
         self._published_registry = self._published_hints = -1
         # The members are new to this core: they count as up until it has had a few rounds to hear them.
         self._unheard_down_at_s = trio.current_time() + UNHEARD_GRACE_ROUNDS * self.config.gossip_interval_s

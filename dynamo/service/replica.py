@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 
 import trio
 
-from dynamo.object import StoredObject, decode_object, encode_object, merge
+from dynamo.object import ObjectDigest, StoredObject, decode_object, encode_object, merge, object_digest
 from dynamo.storage import Delete, GroupCommitter, HintAdd, HintStore, Op, Put
 from dynamo.stats import Stats
 from ring.hashing import partition_for_key
@@ -184,10 +184,11 @@ class Replica:
         self.stats = stats
         self.locks = KeyLocks()
         self._bulk = trio.CapacityLimiter(BULK_MERGES_MAX)
-        # Called as on_stored(partition, bucket, key, blob or None, obj) after each local change has
+        # Called as on_stored(partition, bucket, key, blob or None, digest) after each local change has
         # committed, under the key's lock (so per key in commit order): the anti-entropy trees follow the
-        # store. `obj` is the decoded blob when at hand (a coordinated write), else None.
-        self.on_stored: Callable[[int, bytes, bytes, bytes | None, StoredObject | None], None] | None = None
+        # store. `digest` is the blob's (object_digest, tombstone flag) when at hand (a coordinated write
+        # works it out; a coordinator may send it with its copy), else None.
+        self.on_stored: Callable[[int, bytes, bytes, bytes | None, ObjectDigest | None], None] | None = None
 
     def read(self, bucket: bytes, key: bytes) -> bytes | None:
         return self.backend.get(partition_for_key(bucket, key, self.partitions), bucket, key)
@@ -201,11 +202,13 @@ class Replica:
     async def coordinate(self, bucket: bytes, key: bytes,
                          change: Callable[[StoredObject | None], StoredObject],
                          hint_for: str | None,
-                         on_queued: Callable[[StoredObject, bytes], None] | None = None) -> tuple[StoredObject, bytes]:
+                         on_queued: Callable[[StoredObject, bytes, ObjectDigest | None], None] | None = None,
+                         ) -> tuple[StoredObject, bytes]:
         """Apply `change` to the local copy and store the result durably; return (object, blob).
-        `change` may raise (e.g. SiblingLimitError): then nothing is stored. `on_queued(obj, blob)`, if
-        given, runs as soon as the new copy is queued for its commit, before it is durable (the caller
-        sends it to the other replicas meanwhile). The key stays locked until the commit's outcome is
+        `change` may raise (e.g. SiblingLimitError): then nothing is stored. `on_queued(obj, blob, digest)`,
+        if given, runs as soon as the new copy is queued for its commit, before it is durable (the caller
+        sends it to the other replicas meanwhile); `digest` is the copy's for the trees, None when no
+        trees follow this store. The key stays locked until the commit's outcome is
         known, even if the caller is cancelled: the next change of the key must start from this one."""
         partition = partition_for_key(bucket, key, self.partitions)
         name = (bucket, key)
@@ -215,34 +218,37 @@ class Replica:
             obj = change(OBJECTS.decode(local) if local is not None else None)
             blob = encode_object(obj)
             OBJECTS.remember(blob, obj)
+            digest = (object_digest(bucket, key, obj), obj.is_tombstone) if self.on_stored is not None else None
             ops = [Put(partition, bucket, key, blob)] + self._hint_op(hint_for, partition, bucket, key)
             queued = await self.committer.enqueue(ops)
             if on_queued is not None:
-                on_queued(obj, blob)
+                on_queued(obj, blob, digest)
             with trio.CancelScope(shield=True):  # bounded: the committer settles every batch it took
                 await queued.wait()
             if self.on_stored is not None:
-                self.on_stored(partition, bucket, key, blob, obj)
+                self.on_stored(partition, bucket, key, blob, digest)
         finally:
             self.locks.release(name)
         self.stats.vnode_puts += 1
         return obj, blob
 
-    async def merge_in(self, bucket: bytes, key: bytes, blob: bytes, hint_for: str | None) -> None:
-        """Merge a copy from another node into the local one, durably (the one-key path of merge_many)."""
+    async def merge_in(self, bucket: bytes, key: bytes, blob: bytes, hint_for: str | None,
+                       digest: ObjectDigest | None = None) -> None:
+        """Merge a copy from another node into the local one, durably (the one-key path of merge_many).
+        `digest`, if given, is the copy's (object_digest, tombstone flag), as its coordinator sent it."""
         name = (bucket, key)
         await self.locks.acquire(name)
         try:
             partition, merged, ops = self._merge(bucket, key, blob, hint_for)
             if ops:
                 await self.committer.submit(ops)
-            self._merged_stored(partition, bucket, key, merged)
+            self._merged_stored(partition, bucket, key, merged, blob, digest)
         finally:
             self.locks.release(name)
         self.stats.vnode_puts += 1
 
     def merge_in_nowait(self, bucket: bytes, key: bytes, blob: bytes,
-                        on_done: Callable[[Exception | None], None]) -> bool:
+                        on_done: Callable[[Exception | None], None], digest: ObjectDigest | None = None) -> bool:
         """`merge_in` of a primary's copy (no hint) without a task, for the RPC reader: if the key is free
         and the committer has room, merge and queue now, and call `on_done(None)` once durable (or
         `on_done(error)`), exactly once, later or at once. Return False, having done nothing, when that
@@ -264,7 +270,7 @@ class Replica:
         def settled(error: Exception | None) -> None:
             try:
                 if error is None:
-                    self._merged_stored(partition, bucket, key, merged)
+                    self._merged_stored(partition, bucket, key, merged, blob, digest)
             except Exception as exc:  # as merge_in would raise it
                 error = exc
             finally:
@@ -284,10 +290,12 @@ class Replica:
         ops: list[Op] = [Put(partition, bucket, key, merged)] if merged is not None else []
         return partition, merged, ops + self._hint_op(hint_for, partition, bucket, key)
 
-    def _merged_stored(self, partition: int, bucket: bytes, key: bytes, merged: bytes | None) -> None:
-        """A merge committed: tell the trees when it changed the copy."""
+    def _merged_stored(self, partition: int, bucket: bytes, key: bytes, merged: bytes | None, incoming: bytes,
+                       digest: ObjectDigest | None) -> None:
+        """A merge of `incoming` (whose digest may have come with it) committed: tell the trees when it
+        changed the copy; the digest holds only for a copy stored as it came."""
         if merged is not None and self.on_stored is not None:
-            self.on_stored(partition, bucket, key, merged, None)
+            self.on_stored(partition, bucket, key, merged, digest if merged == incoming else None)
 
     async def merge_many(self, items: Sequence[tuple[bytes, bytes, bytes]], hint_for: str | None = None) -> None:
         """Merge several copies in one durable submit (handoff batches). Locks are taken in key order so
@@ -356,16 +364,17 @@ class Replica:
         self.stats.vnode_gets += 1
         return self.backend.get(partition_for_key(bucket, key, self.partitions), bucket, key)
 
-    async def rpc_replicate(self, body: Any) -> bool:
+    async def rpc_replicate(self, body: Any, digest: ObjectDigest | None = None) -> bool:
         bucket, key, blob, hint_for = check_replicate(body)
-        await self.merge_in(bucket, key, blob, hint_for)
+        await self.merge_in(bucket, key, blob, hint_for, digest)
         return True
 
-    def rpc_replicate_nowait(self, body: Any, on_done: Callable[[Exception | None], None]) -> bool:
+    def rpc_replicate_nowait(self, body: Any, on_done: Callable[[Exception | None], None],
+                             digest: ObjectDigest | None = None) -> bool:
         """kv.replicate through `merge_in_nowait` when it needs no wait (and carries no hint: a fallback's
         hinted copy is rare and takes the task path); False when the caller must use `rpc_replicate`."""
         bucket, key, blob, hint_for = check_replicate(body)
-        return hint_for is None and self.merge_in_nowait(bucket, key, blob, on_done)
+        return hint_for is None and self.merge_in_nowait(bucket, key, blob, on_done, digest)
 
     async def rpc_handoff(self, body: Any) -> int:
         if type(body) is not list:

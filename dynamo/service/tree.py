@@ -12,8 +12,9 @@ Theory of operation
   when the bucket registry changed; every update of a key also takes it out of the partition's other trees.
 - Kept current by `on_stored`, which Replica calls with the stored blob after every local change has
   committed, under the key's lock: per key, calls come in commit order, so the last call always carries
-  the stored state. Digests are read off the blob (`blob_digest`), without decoding the object, or taken
-  from the object itself when the writer has it (a coordinated write).
+  the stored state. Digests are read off the blob (`blob_digest`), without decoding the object, or come
+  with the call: the coordinator of a write works its copy's digest out once, for its own tree and for
+  the replicas it sends the copy to (coordinator.py).
 - Rebuilt from storage at start-up (`build`, in the background): trees are not persisted. A rebuild costs a
   scan and a digest per key, but it cannot go stale or be torn by a crash, and checking a persisted tree
   against the store would cost the same scan anyway. The scan goes partition by partition, a page at a
@@ -37,7 +38,7 @@ from typing import Any, Callable, Iterable
 import trio
 
 from antientropy.merkle import DEFAULT_FANOUT, MerkleTree
-from dynamo.object import StoredObject, blob_digest, object_digest
+from dynamo.object import ObjectDigest, blob_digest
 from dynamo.storage import Backend
 
 log = logging.getLogger("dynamo.tree")
@@ -109,15 +110,16 @@ class PartitionTrees:
     # -- changes --------------------------------------------------------------------------------------
 
     def on_stored(self, partition: int, bucket: bytes, key: bytes, blob: bytes | None,
-                  obj: StoredObject | None = None) -> None:
-        """The store now holds `blob` for (bucket, key) (None: the key was deleted); `obj`, if given, is
-        the object it encodes, whose digest costs less than the blob's. Never raises: a tree error must
-        not fail a write that is already durable; `resync` heals the entry later."""
+                  known: ObjectDigest | None = None) -> None:
+        """The store now holds `blob` for (bucket, key) (None: the key was deleted); `known`, if given, is
+        its (digest, tombstone flag), worked out by whoever made it, so the blob need not be read for it.
+        Never raises: a tree error must not fail a write that is already durable; `resync` heals the
+        entry later."""
         try:
             if blob is None:
                 digest, tombstone = None, False
-            elif obj is not None:
-                digest, tombstone = object_digest(bucket, key, obj), obj.is_tombstone
+            elif known is not None:
+                digest, tombstone = known
             else:
                 digest, tombstone = blob_digest(bucket, key, blob)
             self._apply(partition, bucket, tree_key(bucket, key), digest, tombstone)

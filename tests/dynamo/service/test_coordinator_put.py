@@ -57,6 +57,9 @@ class _Membership:
     def routed_by(self, partition: int) -> int:
         return self.ring.version
 
+    def supports(self, node: str, capability: str) -> bool:
+        return False  # peers that advertise nothing: kv.replicate goes in its first form
+
 
 class _Pool:
     """Acknowledges every kv.replicate at once, and keeps what was sent."""
