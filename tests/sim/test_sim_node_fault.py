@@ -24,9 +24,12 @@ async def killed_primary_gets_its_writes_back(cluster):
 
     async def write(value, **query):
         """A put with the context of a read first. LOSSY loses a message now and then (0.2%), and a put
-        that needs every target then times out (seed 2002: "W-value unsatisfied: 2/3" for the first put):
-        such a put is tried again, up to 3 times."""
-        for _ in range(3):
+        that needs every target then times out (seed 2002: "W-value unsatisfied: 2/3" for the first put)
+        or fails at once (seed 4004: a lost handshake message, and the peer's reconnect backoff turns the
+        next requests away): such a put is tried again, up to 3 times, a second apart, as a client would."""
+        for attempt in range(3):
+            if attempt:
+                await cluster.sleep(1.0)
             read = await cluster.get(coordinator, bucket, key)
             assert read.status in (200, 404), read.text
             reply = await cluster.put(coordinator, bucket, key, value, read.vclock, **query)
