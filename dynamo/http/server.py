@@ -412,6 +412,8 @@ class _Connection:
         if type(status) is not int or not 200 <= status <= 999:
             raise ValueError(f"status {status!r} is not a final status code")
         body = response.body
+        if type(body) is not bytes:
+            raise TypeError(f"body is a {type(body).__name__}, not bytes")
         stream = response.stream
         server_name, date = SERVER_NAME, self.server.date_header()
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
@@ -421,6 +423,8 @@ class _Connection:
             value = check_header_value(value, f"header {name}")
             if lower in _FRAMING_HEADERS:
                 if lower == "content-length":
+                    if not (value.isascii() and value.isdigit()):
+                        raise ValueError(f"Content-Length {value!r} is not a number of bytes")
                     given_length = value  # honoured for HEAD only, where the app may skip the body
                 continue
             if lower == "server":

@@ -119,6 +119,10 @@ class EchoApp:
                 return Response(204, (), b"ignored body")
             if request.path == "/bytes-header":
                 return Response(200, ((b"X-Bytes", b"no"),), b"x")
+            if request.path == "/str-body":
+                return Response(200, (), "not bytes")
+            if request.path == "/bad-length":
+                return Response(200, (("Content-Length", "12, 13"),), b"x")
             if request.path == "/nap":
                 await trio.sleep(0.6)
             if request.path.startswith("/stream"):
@@ -577,8 +581,9 @@ def test_invalid_app_response_becomes_500_and_framing_is_the_servers():
         await client.send(get("/bad-header"))
         status, headers, _ = await client.read_response()
         assert status == 500 and "injected" not in headers
-        await client.send(get("/bytes-header"))
-        assert (await client.read_response())[0] == 500
+        for path in ("/bytes-header", "/str-body", "/bad-length"):
+            await client.send(get(path))
+            assert (await client.read_response())[0] == 500, path
         await client.send(get("/lying-length"))
         status, headers, body = await client.read_response()
         assert (status, headers["content-length"], body) == (200, ["5"], b"short")
