@@ -2,13 +2,17 @@
 
 Every test runs a real server on 127.0.0.1 port 0 inside trio.run, talks to it with plain trio TCP
 streams and a tiny response reader, and is bounded by trio.fail_after. After each refusal the test
-checks that a well-behaved client is still served.
+checks that a well-behaved client is still served. The last test is a property over any bytes a client
+may send, in any pieces: it drives one connection over an in-memory stream, so it runs many examples.
 """
 
 import logging
 
 import pytest
 import trio
+import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dynamo.http.message import Response
 from dynamo.http.server import HttpServer, Limits
@@ -636,3 +640,99 @@ def test_cancelling_the_server_closes_open_connections():
 def test_limits_reject_nonsense():
     with pytest.raises(ValueError, match="inflight_max"):
         Limits(inflight_max=0)
+
+
+# -- any bytes at all ---------------------------------------------------------------------------------------
+
+_PIECES = st.one_of(
+    st.sampled_from([
+        get("/a"), put("/b", b"xyz"), b"HEAD /h HTTP/1.1\r\nHost: t\r\n\r\n", get("/stream"), get("/boom"),
+        b"PUT /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"GET /old HTTP/1.0\r\n\r\n", get("/last", "Connection: close\r\n"), put("/big", b"y" * 200),
+        get("/pad", "X-Pad: " + "p" * 300 + "\r\n"), b"\r\n",
+    ]),
+    st.binary(max_size=24),  # garbage, or a request cut short
+)
+
+
+def _read_responses(data: bytes, calls: list) -> list[tuple[int, dict, bytes]]:
+    """Split what the server wrote into responses: the first len(calls) answer the app's calls in order
+    (a HEAD's has no body), any later one is a refusal, framed by Content-Length."""
+    responses = []
+    while data:
+        assert data.startswith(b"HTTP/1.1 "), data[:80]
+        head, sep, data = data.partition(b"\r\n\r\n")
+        assert sep, head
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        status = int(status_line.split(" ")[1])
+        headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+        head_request = len(responses) < len(calls) and calls[len(responses)].method == "HEAD"
+        if headers.get("transfer-encoding") == "chunked":
+            body = b""
+            while True:
+                size_line, _, data = data.partition(b"\r\n")
+                size = int(size_line, 16)
+                assert data[size:size + 2] == b"\r\n"
+                body, data = body + data[:size], data[size + 2:]
+                if size == 0:
+                    break
+        elif "content-length" in headers:
+            length = 0 if head_request or status in (204, 304) else int(headers["content-length"])
+            assert len(data) >= length
+            body, data = data[:length], data[length:]
+        else:  # a stream to HTTP/1.0: it runs to the end of the connection
+            body, data = data, b""
+        responses.append((status, headers, body))
+    return responses
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pieces=st.lists(_PIECES, min_size=1, max_size=6), cuts=st.lists(st.integers(1, 600), max_size=8))
+def test_any_bytes_get_well_formed_answers_and_never_fail_the_connection(pieces, cuts):
+    """Whatever a client sends, in whatever pieces: every request the app saw is answered in order, in
+    well-framed responses; anything after that is one refusal; no connection fails inside the server."""
+    data = b"".join(pieces)
+    cuts = sorted(cut for cut in set(cuts) if cut < len(data))  # where the client's writes split the bytes
+    app = EchoApp()
+    failures = []
+    handler = logging.Handler()
+    handler.emit = lambda record: failures.append(record.getMessage()) if record.exc_info and \
+        "app failed on GET /boom" not in record.getMessage() else None
+    logger = logging.getLogger("dynamo.http.server")
+    logger.addHandler(handler)
+
+    async def main():
+        server = HttpServer(app, Limits(body_bytes_max=100, header_bytes_max=256, linger_s=0.01))
+        client, server_side = trio.testing.memory_stream_pair()
+        received = bytearray()
+        with trio.fail_after(TIMEOUT_S):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(server.serve_connection, server_side)
+                try:  # the server may close first (a refusal, Connection: close): the rest goes unsent
+                    for start, end in zip([0, *cuts], [*cuts, len(data)]):
+                        await client.send_all(data[start:end])
+                        await trio.sleep(0.001)
+                    await client.send_eof()
+                except trio.BrokenResourceError:
+                    pass
+                while chunk := await client.receive_some(65536):
+                    received.extend(chunk)
+        return bytes(received)
+
+    try:
+        received = trio.run(main)
+    finally:
+        logger.removeHandler(handler)
+    assert failures == []
+    responses = _read_responses(received, app.calls)
+    assert len(app.calls) <= len(responses) <= len(app.calls) + 1, (len(app.calls), len(responses))
+    for call, (status, _, body) in zip(app.calls, responses):
+        if call.path == "/boom":
+            assert (status, body) == (500, b"internal error\n")
+        elif call.path.startswith("/stream"):
+            assert (status, body) == (200, b"onetwo")
+        elif call.method != "HEAD":
+            assert (status, body) == (200, f"{call.method} {call.path}|".encode() + call.body)
+    if len(responses) > len(app.calls):
+        status, headers, _ = responses[-1]
+        assert status in (400, 413, 431, 505) and headers["connection"] == "close", responses[-1]
