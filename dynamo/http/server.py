@@ -420,7 +420,7 @@ class _Connection:
         given_length = None
         for name, value in response.headers:
             lower = check_header_name(name, "header name").lower()
-            value = check_header_value(value, f"header {name}")
+            value = check_header_value(value, name)  # names the header only if it fails
             if lower in _FRAMING_HEADERS:
                 if lower == "content-length":
                     if not (value.isascii() and value.isdigit()):
