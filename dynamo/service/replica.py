@@ -223,8 +223,7 @@ class Replica:
             queued = await self.committer.enqueue(ops)
             if on_queued is not None:
                 on_queued(obj, blob, digest)
-            with trio.CancelScope(shield=True):  # bounded: the committer settles every batch it took
-                await queued.wait()
+            await queued.wait_shielded()  # bounded: the committer settles every batch it took
             if self.on_stored is not None:
                 self.on_stored(partition, bucket, key, blob, digest)
         finally:

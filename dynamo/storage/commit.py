@@ -166,6 +166,20 @@ class Queued:
         if error is not None:
             raise error
 
+    async def wait_shielded(self) -> None:
+        """`wait`, shielded from cancellation: it returns (or raises the batch's error) only once the batch
+        settled, and a cancel that comes meanwhile is raised at the caller's next checkpoint. The same as
+        `wait` inside `trio.CancelScope(shield=True)`, without the scope: entering and leaving one was 3% of
+        a node's CPU under the bench's puts, where every coordinated write waits this way."""
+        batch = self._batch
+        if batch is not None and not batch.done.is_set():
+            task = trio.lowlevel.current_task()
+            self.on_settled(lambda _error: trio.lowlevel.reschedule(task))
+            await trio.lowlevel.wait_task_rescheduled(lambda _raise_cancel: trio.lowlevel.Abort.FAILED)
+        error = _error_for_writer(batch)
+        if error is not None:
+            raise error
+
     def on_settled(self, callback: Callable[[StorageError | None], None]) -> None:
         """`wait` without a task: `callback(None)` once the ops are durable, or `callback(error)` with the
         error `wait` would raise. Called exactly once, in the trio thread: at once when the outcome is

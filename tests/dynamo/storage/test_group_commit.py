@@ -303,6 +303,34 @@ def test_enqueue_returns_before_the_write_and_its_ops_land_even_if_the_caller_go
     assert backend.get(0, b"b", b"k") == b"v1" and backend.get(0, b"b", b"k2") == b"v2"
 
 
+def test_wait_shielded_outlasts_a_cancel_and_raises_it_at_the_next_checkpoint(make_backend):
+    """The coordinator's wait for its own copy: a cancel that comes while the batch is being written
+    neither cuts the wait short nor is lost; the batch's error still reaches the waiter; a settled
+    batch answers at once."""
+    backend = make_backend(recording=True)
+    backend.fail_if = lambda ops: any(op.key == b"poison" for op in ops)
+    seen = []
+
+    async def main():
+        async with open_group_committer(backend) as committer:
+            queued = await committer.enqueue([Put(0, b"b", b"k", b"v1")])
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await queued.wait_shielded()
+                seen.append(("settled", queued.settled, backend.get(0, b"b", b"k")))
+                await trio.lowlevel.checkpoint()
+                seen.append("not cancelled")  # never reached: the cancel was only put off
+            seen.append(("cancelled", scope.cancelled_caught))
+            await queued.wait_shielded()  # settled already: at once
+            poison = await committer.enqueue([Put(0, b"b", b"poison", b"v")])
+            with pytest.raises(CommitError, match="injected"):
+                await poison.wait_shielded()
+            await (await committer.enqueue([])).wait_shielded()  # nothing to write
+
+    trio.run(main)
+    assert seen == [("settled", True, b"v1"), ("cancelled", True)]
+
+
 def test_enqueue_reports_a_failed_batch_and_the_committer_is_then_not_clean(make_backend):
     backend = make_backend(recording=True)
     backend.fail_if = lambda ops: any(op.key == b"poison" for op in ops)
