@@ -84,6 +84,8 @@ class Content:
             raise ContentError(f"last_modified_us must be an int in 0..{TIME_US_MAX}: {self.last_modified_us!r}")
         if type(self.deleted) is not bool:
             raise ContentError(f"deleted must be a bool: {self.deleted!r}")
+        if self.metadata == ():
+            return  # no metadata, the usual case: nothing to check or sort
         metadata = self.metadata.items() if isinstance(self.metadata, Mapping) else self.metadata
         if isinstance(metadata, (str, bytes)) or not isinstance(metadata, Iterable):
             raise ContentError(f"metadata must be (name, value) str pairs: {self.metadata!r:.100}")
