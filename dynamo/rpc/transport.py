@@ -228,7 +228,8 @@ class Outbox:
                 await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
                 continue
             batch, self._frames, self._queued_bytes = self._frames, [], 0
-            self._room.unpark_all()
+            if self._room:  # unpark_all costs a microsecond even with nobody parked: this runs per write
+                self._room.unpark_all()
             await stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
 
 

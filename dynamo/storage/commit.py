@@ -327,7 +327,8 @@ class GroupCommitter:
                     if not batch.ops:
                         continue  # woken by aclose with nothing to write
                 self._open = _Batch()
-                self._room.unpark_all()
+                if self._room:  # nobody waits for room, the usual case: skip unpark_all's own cost
+                    self._room.unpark_all()
                 await self._write(batch)
         finally:
             self._stop()
