@@ -20,6 +20,10 @@ Rules every backend keeps (the shared tests in tests/dynamo/storage check them a
   driver runs it in a worker thread.
 - Order is bytewise (bucket first, then key), the same in Python (`bytes` comparison) and SQLite (memcmp).
 - Deleting or removing what is absent is a no-op; adding a hint with an id already stored replaces it.
+
+A backend may also split a write from its disk flush (`write_batch_unsynced`, then an fdatasync of
+`sync_fd()`), so that a driver can wait for the flush without stopping its event loop (commit.py). A
+backend that cannot (the default) has no sync_fd, and its write_batch_unsynced is write_batch.
 """
 
 from __future__ import annotations
@@ -51,6 +55,10 @@ class SchemaVersionError(StorageOpenError):
 
 class StorageClosedError(StorageError):
     """The backend was used after close()."""
+
+
+class SyncError(StorageError):
+    """An fdatasync failed: writes since the last good one may be lost, and the store takes no more."""
 
 
 def check_bytes(name: str, value: object) -> None:
@@ -204,6 +212,23 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def write_batch(self, ops: Sequence[Op]) -> None:
         """Apply ops in order, atomically; durable on return. Raises StorageError (nothing applied)."""
+
+    def sync_fd(self) -> int | None:
+        """A file descriptor whose fdatasync makes everything `write_batch_unsynced` applied durable, or
+        None when this backend cannot split a write from its flush. Raises StorageError if it cannot be
+        had now; may change between calls (ask again before each flush)."""
+        return None
+
+    def sync_failed(self, error: OSError) -> SyncError:
+        """Record that an fdatasync of `sync_fd()` failed: from then on every write raises SyncError (what
+        was committed since the last good flush may be lost). Returns the SyncError to raise."""
+        return SyncError(f"fdatasync failed: {error}")
+
+    def write_batch_unsynced(self, ops: Sequence[Op]) -> None:
+        """`write_batch` that may return before the disk flush: applied (readers may see it) on return,
+        durable once an fdatasync of `sync_fd()` taken after it has succeeded. Same errors as write_batch.
+        A backend without a sync_fd writes durably here."""
+        self.write_batch(ops)
 
     @abc.abstractmethod
     def scan(self, partition: int, after: tuple[bytes, bytes] | None, limit: int) -> list[tuple[bytes, bytes, bytes]]:

@@ -1,8 +1,20 @@
 """The SQLite backend: the default, durable store, on the standard library's sqlite3.
 
-Theory of operation: one database file in WAL mode with synchronous=FULL, so every COMMIT fsyncs the
-write-ahead log before it returns (with NORMAL, WAL commits are not fsynced and an acknowledged write
-could be lost on power failure). write_batch is one BEGIN IMMEDIATE … COMMIT: all ops or none, one fsync.
+Theory of operation: one database file in WAL mode. write_batch is one BEGIN IMMEDIATE … COMMIT (all ops
+or none) followed by one fdatasync of the write-ahead log, so it is durable on return. SQLite runs with
+synchronous=NORMAL, where a COMMIT does not flush the log itself; the flush is ours, which is what lets
+`write_batch_unsynced` commit without it and leave the flush (`sync_fd`) to a caller that can wait for it
+without stopping its event loop (commit.py, uring.py). Together they are exactly as durable as FULL: the
+log holds every committed frame, and its fdatasync covers all of them, the header included; checkpoints
+flush the log and then the database themselves, as they do under FULL. What differs is the window
+between COMMIT and the flush: readers (and the value cache) see a write before it is durable. The store
+never acknowledges such a write (its writers wait for the flush); a power loss inside that window can
+lose it, as it could any write that was never acknowledged.
+
+A failed fdatasync stops all writing (SyncError, and every later write refuses): after it the kernel may
+have dropped the dirty pages, so nothing committed since the last good flush is known to be on disk, and
+a later flush that succeeds would not say otherwise. Reopening the store (a restart) starts again from
+what SQLite recovers from the file.
 
 One process owns a store: an exclusive flock on `<file>.lock` refuses a second open (hint ids and the
 single-writer design assume it); the kernel releases it when the process dies, even by SIGKILL.
@@ -55,6 +67,7 @@ from dynamo.storage.backend import (
     StorageClosedError,
     StorageError,
     StorageOpenError,
+    SyncError,
     check_after,
     check_bytes,
     check_count,
@@ -126,6 +139,10 @@ class SqliteBackend(Backend):
         self.keys = KeySet()
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
+        self._wal_path = self.path.with_name(self.path.name + "-wal")
+        self._wal_fd: int | None = None  # opened at the first flush, when SQLite has made the log
+        self._wal_inode: tuple[int, int] | None = None
+        self._sync_failed: str | None = None  # why writing stopped, after a failed fdatasync
         _prepare_path(self.path)
         self._lock_fd = _lock_file(self.path)
         try:
@@ -146,12 +163,49 @@ class SqliteBackend(Backend):
     # -- writes --------------------------------------------------------------------------------------
 
     def write_batch(self, ops: Sequence[Op]) -> None:
+        self._apply(ops, flush=True)
+
+    def write_batch_unsynced(self, ops: Sequence[Op]) -> None:
+        self._apply(ops, flush=False)
+
+    def sync_fd(self) -> int:
+        """The write-ahead log's descriptor (see the module docstring), reopened if the log was replaced."""
+        self._check_open()
+        self._check_not_failed()
+        try:
+            stat = os.stat(self._wal_path)
+            if self._wal_fd is None or self._wal_inode != (stat.st_dev, stat.st_ino):
+                fd = os.open(self._wal_path, os.O_RDONLY | os.O_CLOEXEC)
+                if self._wal_fd is not None:
+                    os.close(self._wal_fd)
+                self._wal_fd, self._wal_inode = fd, (stat.st_dev, stat.st_ino)
+        except OSError as exc:
+            raise StorageError(f"cannot open the write-ahead log {self._wal_path}: {exc}") from exc
+        return self._wal_fd
+
+    def sync_failed(self, error: OSError) -> SyncError:
+        """Record that an fdatasync of `sync_fd()` failed (made here or by a caller): writing stops for
+        good. Returns the SyncError to raise."""
+        if self._sync_failed is None:
+            self._sync_failed = f"fdatasync of {self._wal_path} failed: {error}"
+        return self._sync_error()
+
+    def _sync_error(self) -> SyncError:
+        return SyncError(f"{self._sync_failed}; writes since the last good flush may be lost, and this "
+                         "store takes no more writes until it is reopened")
+
+    def _check_not_failed(self) -> None:
+        if self._sync_failed is not None:
+            raise self._sync_error()
+
+    def _apply(self, ops: Sequence[Op], flush: bool) -> None:
         ops = check_ops(ops)
         if not ops:
             self._check_open()
             return
         with self._write_lock:
             self._check_open()
+            self._check_not_failed()
             conn = self._writer
             keys = self.keys
             for op in ops:  # before the commit: the key set must cover every key a reader could find
@@ -170,6 +224,12 @@ class SqliteBackend(Backend):
                 raise
             self.values.written(((op.partition, op.bucket, op.key), op.blob if type(op) is Put else None)
                                 for op in ops if type(op) is Put or type(op) is Delete)
+            if flush:
+                fd = self.sync_fd()
+                try:
+                    os.fdatasync(fd)
+                except OSError as exc:
+                    raise self.sync_failed(exc) from exc
 
     # -- reads ---------------------------------------------------------------------------------------
 
@@ -255,6 +315,9 @@ class SqliteBackend(Backend):
             self.keys.clear()
             self._reader.close()
             self._writer.close()
+            if self._wal_fd is not None:
+                os.close(self._wal_fd)
+                self._wal_fd = None
             os.close(self._lock_fd)  # releases the flock
 
 
@@ -298,7 +361,7 @@ def _connect(path: pathlib.Path, cache_kib: int) -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                timeout=BUSY_TIMEOUT_MS / 1000)
         conn.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
-        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA synchronous = NORMAL")  # the log's flush is ours: see the module docstring
     except sqlite3.Error as exc:
         raise StorageOpenError(f"cannot open {path} as a SQLite database: {exc}") from exc
     return conn

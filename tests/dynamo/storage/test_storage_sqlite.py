@@ -1,5 +1,7 @@
 """What only the SQLite backend has: files, schema versions, durability settings, threads, rollback."""
 
+import errno
+import os
 import sqlite3
 import threading
 
@@ -12,6 +14,7 @@ from dynamo.storage import (
     SqliteBackend,
     StorageError,
     StorageOpenError,
+    SyncError,
 )
 
 
@@ -25,11 +28,53 @@ def test_missing_directories_are_created_and_data_persists(tmp_path):
         assert backend.partitions() == {7}
 
 
-def test_durability_settings(tmp_path):
+def test_durability_settings(tmp_path, monkeypatch):
+    """WAL with synchronous=NORMAL, and the log's flush is ours: write_batch fdatasyncs the write-ahead
+    log once per batch, write_batch_unsynced leaves it to the caller, through sync_fd."""
+    flushed = []
+    real_fdatasync = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (flushed.append(os.fstat(fd).st_ino), real_fdatasync(fd)))
     with SqliteBackend(tmp_path / "s.db") as backend:
         writer = backend._writer
         assert writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert writer.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: a WAL commit fsyncs
+        assert writer.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: COMMIT does not flush
+        wal_inode = os.stat(tmp_path / "s.db-wal").st_ino
+        backend.write_batch([Put(1, b"b", b"k1", b"v")])
+        assert flushed == [wal_inode]
+        backend.write_batch_unsynced([Put(1, b"b", b"k2", b"v"), Put(1, b"b", b"k3", b"v")])
+        assert flushed == [wal_inode] and backend.get(1, b"b", b"k3") == b"v"  # applied, not flushed
+        assert os.fstat(backend.sync_fd()).st_ino == wal_inode
+        backend._wal_inode = (0, 0)  # as if the log had been replaced: the descriptor is opened anew
+        old_fd = backend._wal_fd
+        assert os.fstat(backend.sync_fd()).st_ino == wal_inode and backend._wal_fd != old_fd
+    with SqliteBackend(tmp_path / "s.db") as backend:
+        assert [backend.get(1, b"b", k) for k in (b"k1", b"k2", b"k3")] == [b"v", b"v", b"v"]
+
+
+def test_a_failed_flush_stops_all_writing(tmp_path, monkeypatch):
+    """After a failed fdatasync nothing committed since the last good one is known to be on disk: that
+    batch and every later write raise SyncError; reads go on; a reopened store takes writes again."""
+    path = tmp_path / "s.db"
+    with SqliteBackend(path) as backend:
+        backend.write_batch([Put(1, b"b", b"before", b"v")])
+
+        def failing(fd):
+            raise OSError(errno.EIO, "Input/output error")
+        monkeypatch.setattr(os, "fdatasync", failing)
+        with pytest.raises(SyncError, match="Input/output error.*no more writes"):
+            backend.write_batch([Put(1, b"b", b"k", b"v")])
+        monkeypatch.undo()
+        for write in (backend.write_batch, backend.write_batch_unsynced):
+            with pytest.raises(SyncError, match="Input/output error"):
+                write([Put(1, b"b", b"later", b"v")])
+        with pytest.raises(SyncError):
+            backend.sync_fd()
+        assert backend.get(1, b"b", b"before") == b"v" and backend.get(1, b"b", b"later") is None
+        error = backend.sync_failed(OSError(errno.ENOSPC, "later"))  # the first reason is kept
+        assert "Input/output error" in str(error)
+    with SqliteBackend(path) as backend:
+        backend.write_batch([Put(1, b"b", b"after", b"v")])
+        assert backend.get(1, b"b", b"before") == b"v" and backend.get(1, b"b", b"after") == b"v"
 
 
 def test_schema_version_mismatch_fails_clearly(tmp_path):
