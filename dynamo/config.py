@@ -68,6 +68,9 @@ class NodeConfig:
     # SQLite: write small group commits from the event loop (storage/commit.py); false on a disk whose
     # fsync takes ms (network storage), so the loop serves on while a worker thread waits on the disk.
     commit_from_loop: bool = True
+    # SQLite: flush those commits through Linux io_uring, the loop serving on while the disk flushes
+    # (storage/uring.py); where io_uring is not available the loop waits in each fdatasync, as with false.
+    fsync_in_background: bool = True
     members: tuple[Member, ...] = ()
     partitions: int = 256
     target_n: int = 3
@@ -142,7 +145,7 @@ class NodeConfig:
         _check_int("aae_tree_segments", self.aae_tree_segments, 2, 1 << 20)
         if self.aae_tree_segments & (self.aae_tree_segments - 1):
             raise ConfigError(f"aae_tree_segments must be a power of two, got {self.aae_tree_segments}")
-        for name in ("aae_enabled", "tombstone_reap", "read_repair", "commit_from_loop"):
+        for name in ("aae_enabled", "tombstone_reap", "read_repair", "commit_from_loop", "fsync_in_background"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("request_timeout_s", "gossip_interval_s", "handoff_interval_s", "handoff_backoff_max_s",

@@ -54,7 +54,8 @@ from dynamo.service.membership import GOSSIP_TYPE, Membership
 from dynamo.service.ownership import TRANSFER_TYPE, build_ownership
 from dynamo.service.replica import Replica
 from dynamo.stats import Stats
-from dynamo.storage import Backend, GroupCommitter, HintStore, MemoryBackend, SqliteBackend, StorageError
+from dynamo.storage import Backend, GroupCommitter, HintStore, MemoryBackend, SqliteBackend, StorageError, uring
+from dynamo.storage.uring import FsyncRing
 
 IDENTITY_FILE = "node.json"
 STORE_FILE = "store.sqlite3"
@@ -167,6 +168,7 @@ class Node:
             raise ConfigError(f"bucket defaults: {error}") from None
         self.registry = BucketRegistry(defaults, config.node_id)
         self.started = trio.Event()
+        self._fsync_ring: FsyncRing | None = None
 
     @property
     def http_port(self) -> int:
@@ -199,7 +201,9 @@ class Node:
                                           now_s=self.wall_clock_ns() / 1e9)
             self.actor = f"{self.config.node_id}:{self.identity.incarnation}"
             self.backend = backend
-            self.committer = GroupCommitter(backend, in_thread=None if self.config.commit_from_loop else True)
+            self._fsync_ring = self._open_fsync_ring(backend)
+            self.committer = GroupCommitter(backend, in_thread=None if self.config.commit_from_loop else True,
+                                            fsync_ring=self._fsync_ring)
             self.hints = HintStore(self.committer)
             async with trio.open_nursery() as outer:
                 await outer.start(self._run_committer)
@@ -215,7 +219,21 @@ class Node:
         finally:
             if self._given_backend is None:
                 backend.close()
+            if self._fsync_ring is not None:
+                self._fsync_ring.close()
             self.log.info("stopped")
+
+    def _open_fsync_ring(self, backend: Backend) -> FsyncRing | None:
+        """The io_uring that flushes the loop's commits in the background, when configured and available."""
+        config = self.config
+        if not (backend.blocking and config.commit_from_loop and config.fsync_in_background):
+            return None
+        ring = FsyncRing.open()
+        if ring is None:
+            self.log.info("commits are flushed from the event loop: %s", uring.unavailable_reason)
+        else:
+            self.log.info("commits are flushed in the background through io_uring")
+        return ring
 
     def _mark_clean_stop(self) -> None:
         """Only when every dot minted here is stored: all queued writes written, no batch ever failed,
@@ -380,6 +398,7 @@ class Node:
             "commit_batches": self.committer.batches_written,
             "commit_ops": self.committer.ops_written, "commit_batches_in_loop": self.committer.batches_in_loop,
             "commit_thread_spells": self.committer.thread_spells,
+            "commit_background_syncs": self.committer.background_syncs,
             "rpc_requests": self.rpc_server.stats.requests,
             "rpc_handler_errors": self.rpc_server.stats.handler_errors,
             **self.ownership.gauges(),  # ring change: transfers remaining, keys sent/received/dropped

@@ -31,8 +31,8 @@ COUNTERS = (
     "aae_exchanges", "aae_keys_repaired", "aae_tombstones_reaped", "writes_forwarded",
 )
 # Gauges of the node (handed to to_json by node.py) that only ever rise: counters to Prometheus.
-RISING_GAUGES = ("commit_batches", "commit_ops", "commit_batches_in_loop", "commit_thread_spells", "rpc_requests",
-                 "rpc_handler_errors", "gc_collections")
+RISING_GAUGES = ("commit_batches", "commit_ops", "commit_batches_in_loop", "commit_thread_spells",
+                 "commit_background_syncs", "rpc_requests", "rpc_handler_errors", "gc_collections")
 # The /metrics HELP text per /stats field; a field missing here still gets a generic one.
 HELP = {
     "node_gets": "Gets this node coordinated", "node_puts": "Puts and deletes this node coordinated",
@@ -53,6 +53,7 @@ HELP = {
     "commit_ops": "Storage operations committed",
     "commit_batches_in_loop": "Storage group commits written from the event loop (the rest from a worker thread)",
     "commit_thread_spells": "Times slow writes from the event loop sent the next group commits to a worker thread",
+    "commit_background_syncs": "Group commits from the event loop flushed to disk through io_uring, the loop serving on",
     "rpc_requests": "RPC requests served",
     "rpc_handler_errors": "RPC requests whose handler failed",
     "aae_exchanges": "Anti-entropy tree exchanges this node started",

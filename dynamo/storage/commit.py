@@ -9,7 +9,8 @@ disk is busy).
 
 Rules it keeps:
 - A write returns only after the batch holding it is durable. If write_batch fails, every writer of that
-  batch raises CommitError (the backend applied none of it); the loop goes on with the next batch.
+  batch raises CommitError (the backend applied none of it); the loop goes on with the next batch. A
+  failed flush is the exception: see the last rule.
 - The ops of one `submit` call land in one batch, in order; batches are written in the order they opened,
   so a later submit of a key wins over an earlier one, in a batch or across batches.
 - Memory is bounded: at most one batch in flight and one open batch of up to `batch_ops_max` ops and
@@ -25,7 +26,12 @@ Rules it keeps:
 - `aclose` refuses new submits but writes every write submitted before it, including writers still
   waiting for room. When `run` stops otherwise (cancelled: the node crashed), writes not yet written fail
   with CommitterClosedError. Nothing is ever silently dropped.
-Reads do not queue: `get` goes straight to the backend (SQLite's WAL readers never wait for a commit).
+- A failed flush is fatal (fail-stop, as in PostgreSQL after a failed fsync): the backend raises SyncError
+  and takes no more writes, since what it committed since its last good flush may be gone from the disk
+  whatever later flushes say. The batch's writers get CommitError, and `run` raises the SyncError, which
+  stops the node; writes queued behind fail with CommitterClosedError.
+Reads do not queue: `get` goes straight to the backend (SQLite's WAL readers never wait for a commit). A
+read may see a batch that is committed and not yet flushed (below); its writers are not yet answered.
 
 Where a batch is written (`in_thread`). A blocking backend (SQLite) is written either from the event loop
 itself or from a worker thread, chosen per batch:
@@ -46,6 +52,15 @@ itself or from a worker thread, chosen per batch:
     it).
   Both marks are above a healthy write: under the bench's put load, with three nodes on two cores, writes
   from the loop took 1.9 ms at the median, 4.0-4.6 ms at p90 and 9-13 ms at most, preemption included.
+How a batch written from the loop is flushed (`fsync_ring`). Without a ring, `write_batch` commits and
+flushes (fdatasync) with the loop stopped meanwhile. With one (a uring.FsyncRing: the node opens it when
+`fsync_in_background` is on and the kernel offers io_uring), the loop commits with `write_batch_unsynced`
+and the flush of the backend's `sync_fd()` runs in the kernel's worker while the loop serves on; this
+task waits for it, then releases the batch's writers. Writes that arrive meanwhile gather in the open
+batch, so batches grow. Under the bench's puts (three nodes on two cores; five A/B pairs against the
+same code flushing from the loop) it gave 3-11% more puts/s and a lower p99, for 0-9% more CPU per put,
+with 6.0 ops per batch against 5.2. A worker thread for the flush alone measured worse than the loop:
+it must take the GIL back from the busy loop to report. Batches written from the thread flush there.
 The node setting `commit_from_loop = false` (`in_thread=True`) writes every batch from the thread.
 `in_thread=False` writes every batch from the loop (tests; the memory backend always, which keeps
 simulations deterministic).
@@ -67,7 +82,8 @@ from typing import AsyncIterator, Callable, Iterable
 
 import trio
 
-from dynamo.storage.backend import Backend, Delete, Op, Put, StorageError, check_count, check_ops
+from dynamo.storage.backend import Backend, Delete, Op, Put, StorageError, SyncError, check_count, check_ops
+from dynamo.storage.uring import FsyncRing
 
 log = logging.getLogger("dynamo.commit")
 
@@ -203,7 +219,8 @@ class GroupCommitter:
     """
 
     def __init__(self, backend: Backend, *, batch_ops_max: int = BATCH_OPS_MAX_DEFAULT,
-                 batch_bytes_max: int = BATCH_BYTES_MAX_DEFAULT, in_thread: bool | None = None) -> None:
+                 batch_bytes_max: int = BATCH_BYTES_MAX_DEFAULT, in_thread: bool | None = None,
+                 fsync_ring: FsyncRing | None = None) -> None:
         check_count("batch_ops_max", batch_ops_max, allow_none=False)
         check_count("batch_bytes_max", batch_bytes_max, allow_none=False)
         if batch_ops_max == 0 or batch_bytes_max == 0:
@@ -212,8 +229,10 @@ class GroupCommitter:
         self.batch_ops_max = batch_ops_max
         self.batch_bytes_max = batch_bytes_max
         self.in_thread = in_thread if in_thread is not None or backend.blocking else False
+        self.fsync_ring = fsync_ring  # flushes a batch written from the loop, the loop free meanwhile
         self.batches_written = 0
         self.batches_in_loop = 0  # of batches_written
+        self.background_syncs = 0  # of batches_in_loop: flushed through fsync_ring
         self.thread_spells = 0  # thread spells begun: a stalled write, or a slow median (module docstring)
         self._loop_write_s: list[float] = []  # durations of the writes from the loop since the last median
         self._thread_until_s = -math.inf  # trio time before which batches go to the thread
@@ -356,17 +375,32 @@ class GroupCommitter:
 
     async def _write(self, batch: _Batch) -> None:
         in_loop = self._in_loop(batch)
+        ring = self.fsync_ring
         try:
             if in_loop:
                 started_s = time.perf_counter()
-                self.backend.write_batch(batch.ops)
+                if ring is None:
+                    self.backend.write_batch(batch.ops)
+                else:
+                    self.backend.write_batch_unsynced(batch.ops)
                 if self.in_thread is None:
                     self._note_loop_write(time.perf_counter() - started_s)
+                fd = self.backend.sync_fd() if ring is not None else None
+                if fd is not None:
+                    try:
+                        await ring.fdatasync(fd)  # shielded inside: the outcome is always learnt
+                    except OSError as exc:
+                        raise self.backend.sync_failed(exc) from exc
+                    self.background_syncs += 1
             else:
                 # Not abandoned on cancel: the thread finishes the transaction and we learn its outcome.
                 # The writers are released from the thread's delivery, not after this task resumes.
                 await write_in_thread(self.backend.write_batch, batch.ops,
                                       on_outcome=lambda error: self._settle(batch, error))
+        except SyncError as exc:  # fail-stop: nothing written since the last good flush is known durable
+            self._settle(batch, exc)
+            log.critical("stopping the group committer: %s", exc)
+            raise
         except Exception as exc:
             self._settle(batch, exc)
         except BaseException as exc:

@@ -9,6 +9,7 @@ import trio
 
 from dynamo.config import ConfigError, Member, NodeConfig, config_from_mapping, load_config
 from dynamo.node import Node, load_identity, main, mark_clean_stop
+from dynamo.storage.uring import FsyncRing
 
 
 def test_identity_keeps_its_incarnation_and_raises_its_generation(tmp_path):
@@ -83,13 +84,19 @@ def test_a_force_removal_staged_on_a_node_survives_its_restart_until_cleared(tmp
     trio_run(main)
 
 
-@pytest.mark.parametrize("from_loop", [True, False])
-def test_commit_from_loop_decides_where_a_sqlite_node_writes(tmp_path, trio_run, from_loop):
+@pytest.mark.parametrize("from_loop, background", [(True, True), (True, False), (False, True)])
+def test_commit_settings_decide_where_a_sqlite_node_writes_and_flushes(tmp_path, trio_run, from_loop, background):
     """commit_from_loop (the default) writes a put's small group commits from the event loop; false, from
-    the worker thread. /stats counts both."""
+    the worker thread. fsync_in_background (the default) flushes the loop's commits through io_uring,
+    where the kernel offers it; false, or commits from the thread, flush where they are written. /stats
+    counts each."""
+    ring = FsyncRing.open()
+    if ring is not None:
+        ring.close()
+
     async def main():
         config = NodeConfig(node_id="solo", rpc_port=0, http_port=0, data_dir=str(tmp_path / "solo"), n_val=1,
-                            r=1, w=1, dw=1, rw=1, commit_from_loop=from_loop)
+                            r=1, w=1, dw=1, rw=1, commit_from_loop=from_loop, fsync_in_background=background)
         async with trio.open_nursery() as nursery:
             node = await nursery.start(Node(config).run)
             from dynamo.http.message import make_request
@@ -98,8 +105,8 @@ def test_commit_from_loop_decides_where_a_sqlite_node_writes(tmp_path, trio_run,
                 assert reply.status == 204, reply
             stats = await node.stats_report()
             nursery.cancel_scope.cancel()
-        batches, in_loop, slow = (stats[name] for name in ("commit_batches", "commit_batches_in_loop",
-                                                            "commit_thread_spells"))
+        batches, in_loop, slow, synced = (stats[name] for name in (
+            "commit_batches", "commit_batches_in_loop", "commit_thread_spells", "commit_background_syncs"))
         assert batches >= 5
         if not from_loop:
             assert in_loop == 0 and slow == 0
@@ -107,6 +114,7 @@ def test_commit_from_loop_decides_where_a_sqlite_node_writes(tmp_path, trio_run,
             assert in_loop == batches
         else:
             assert in_loop >= 1
+        assert synced == (in_loop if from_loop and background and ring is not None else 0)
     trio_run(main)
 
 
@@ -133,6 +141,7 @@ def test_config_from_toml_with_members_and_overrides(tmp_path):
     ({"backend": "rocks"}, "backend"),
     ({"gossip_interval_s": 0}, "gossip_interval_s"),
     ({"commit_from_loop": "yes"}, "commit_from_loop must be true or false"),
+    ({"fsync_in_background": 1}, "fsync_in_background must be true or false"),
     ({"colour": "blue"}, "unknown setting"),
     ({"members": [{"id": "other", "rpc": "127.0.0.1:1", "http": "127.0.0.1:2"}]}, "not in members"),
     ({"members": [{"id": "node1"}]}, "host:port"),

@@ -12,6 +12,7 @@ import sys
 import trio
 
 from dynamo.storage import HintStore, SqliteBackend, open_group_committer
+from dynamo.storage.uring import FsyncRing
 
 
 def partition_for(name: bytes) -> int:
@@ -36,7 +37,8 @@ async def writer(committer, hints, mode, writer_id):
 
 async def main(path, mode, writers):
     backend = SqliteBackend(path)
-    async with open_group_committer(backend) as committer:
+    # Flushed in the background as a node does, where io_uring is available (else from the loop).
+    async with open_group_committer(backend, fsync_ring=FsyncRing.open()) as committer:
         hints = HintStore(committer)
         async with trio.open_nursery() as nursery:
             for writer_id in range(writers):
