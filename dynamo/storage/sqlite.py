@@ -179,6 +179,14 @@ class SqliteBackend(Backend):
                 if self._wal_fd is not None:
                     os.close(self._wal_fd)
                 self._wal_fd, self._wal_inode = fd, (stat.st_dev, stat.st_ino)
+                # A log SQLite has just created is found through its directory entry, which its
+                # fdatasync does not flush (under FULL, SQLite flushes the directory at the log's first
+                # sync; under NORMAL not before a checkpoint): flush it once, before the first flush.
+                directory = os.open(self._wal_path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    os.fsync(directory)
+                finally:
+                    os.close(directory)
         except OSError as exc:
             raise StorageError(f"cannot open the write-ahead log {self._wal_path}: {exc}") from exc
         return self._wal_fd

@@ -31,9 +31,10 @@ def test_missing_directories_are_created_and_data_persists(tmp_path):
 def test_durability_settings(tmp_path, monkeypatch):
     """WAL with synchronous=NORMAL, and the log's flush is ours: write_batch fdatasyncs the write-ahead
     log once per batch, write_batch_unsynced leaves it to the caller, through sync_fd."""
-    flushed = []
-    real_fdatasync = os.fdatasync
+    flushed, directories = [], []
+    real_fdatasync, real_fsync = os.fdatasync, os.fsync
     monkeypatch.setattr(os, "fdatasync", lambda fd: (flushed.append(os.fstat(fd).st_ino), real_fdatasync(fd)))
+    monkeypatch.setattr(os, "fsync", lambda fd: (directories.append(os.fstat(fd).st_ino), real_fsync(fd)))
     with SqliteBackend(tmp_path / "s.db") as backend:
         writer = backend._writer
         assert writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -41,12 +42,14 @@ def test_durability_settings(tmp_path, monkeypatch):
         wal_inode = os.stat(tmp_path / "s.db-wal").st_ino
         backend.write_batch([Put(1, b"b", b"k1", b"v")])
         assert flushed == [wal_inode]
+        assert directories == [tmp_path.stat().st_ino]  # the new log's directory entry, flushed once
         backend.write_batch_unsynced([Put(1, b"b", b"k2", b"v"), Put(1, b"b", b"k3", b"v")])
         assert flushed == [wal_inode] and backend.get(1, b"b", b"k3") == b"v"  # applied, not flushed
         assert os.fstat(backend.sync_fd()).st_ino == wal_inode
         backend._wal_inode = (0, 0)  # as if the log had been replaced: the descriptor is opened anew
         old_fd = backend._wal_fd
         assert os.fstat(backend.sync_fd()).st_ino == wal_inode and backend._wal_fd != old_fd
+        assert len(directories) == 2 and len(flushed) == 1
     with SqliteBackend(tmp_path / "s.db") as backend:
         assert [backend.get(1, b"b", k) for k in (b"k1", b"k2", b"k3")] == [b"v", b"v", b"v"]
 
