@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable, Iterable
@@ -83,7 +84,7 @@ from typing import AsyncIterator, Callable, Iterable
 import trio
 
 from dynamo.storage.backend import Backend, Delete, Op, Put, StorageError, SyncError, check_count, check_ops
-from dynamo.storage.uring import FsyncRing
+from dynamo.storage.uring import FsyncRing, SubmitError
 
 log = logging.getLogger("dynamo.commit")
 
@@ -387,11 +388,7 @@ class GroupCommitter:
                     self._note_loop_write(time.perf_counter() - started_s)
                 fd = self.backend.sync_fd() if ring is not None else None
                 if fd is not None:
-                    try:
-                        await ring.fdatasync(fd)  # shielded inside: the outcome is always learnt
-                    except OSError as exc:
-                        raise self.backend.sync_failed(exc) from exc
-                    self.background_syncs += 1
+                    await self._flush(ring, fd)
             else:
                 # Not abandoned on cancel: the thread finishes the transaction and we learn its outcome.
                 # The writers are released from the thread's delivery, not after this task resumes.
@@ -412,6 +409,20 @@ class GroupCommitter:
             if batch.error is None:
                 self.batches_in_loop += 1
             await trio.lowlevel.checkpoint()  # let the writers just released (and others) run
+
+    async def _flush(self, ring: FsyncRing, fd: int) -> None:
+        """fdatasync(fd) through the ring (the loop serving on); from the loop if the ring refuses it, and
+        from then on without the ring. A failed flush raises the backend's SyncError."""
+        try:
+            try:
+                await ring.fdatasync(fd)  # shielded inside: the outcome is always learnt
+                self.background_syncs += 1
+            except SubmitError as exc:
+                log.warning("io_uring would not take a flush (%s): flushing from the event loop from now on", exc)
+                self.fsync_ring = None
+                os.fdatasync(fd)
+        except OSError as exc:
+            raise self.backend.sync_failed(exc) from exc
 
     def _note_loop_write(self, duration_s: float) -> None:
         """Begin a thread spell when this write stalled, or when the median of the window is slow."""

@@ -19,6 +19,8 @@ posts completions before it signals the eventfd, so each side sees the other's w
 call, which orders them.
 
 Rules it keeps:
+- A kernel that will not take a submission raises SubmitError: nothing was flushed and nothing failed to
+  flush, so the caller flushes another way (the group committer then drops the ring).
 - One call at a time: the ring belongs to one caller (a node's group committer). A second concurrent call
   raises RuntimeError rather than racing the first for the queues.
 - A submitted fdatasync is never abandoned: the wait is shielded from cancellation, because the caller
@@ -54,6 +56,11 @@ _SQE = struct.Struct("=BBHiQQIIQ24x")  # opcode flags ioprio fd off addr len fsy
 _CQE = struct.Struct("=QiI")  # user_data res flags
 
 unavailable_reason = ""  # why the last open() returned None
+
+
+class SubmitError(OSError):
+    """The kernel would not take the fdatasync (nothing was flushed, nothing failed to flush): the caller
+    should flush another way."""
 
 
 class FsyncRing:
@@ -118,7 +125,8 @@ class FsyncRing:
         return self._libc.syscall(*args)
 
     async def fdatasync(self, fd: int) -> None:
-        """fdatasync(fd) in the kernel's worker while the loop goes on; raises OSError as os.fdatasync."""
+        """fdatasync(fd) in the kernel's worker while the loop goes on; raises OSError as os.fdatasync
+        does, or SubmitError when the ring would not take the call."""
         if self._busy:
             raise RuntimeError("FsyncRing serves one fdatasync at a time")
         if self._fd < 0:
@@ -158,7 +166,7 @@ class FsyncRing:
                 continue
             # Not taken: withdraw the entry so the queue is as it was, and report.
             _U32.pack_into(sq, self._sq_tail, tail)
-            raise OSError(code or errno.EIO, f"io_uring_enter did not take the fdatasync ({submitted})")
+            raise SubmitError(code or errno.EIO, f"io_uring_enter did not take the fdatasync ({submitted})")
 
     def _reap(self, user_data: int) -> int | None:
         """The result of `user_data` if posted (completions of no one else can be there), else None."""

@@ -12,7 +12,15 @@ import pytest
 import trio
 import trio.testing
 
-from dynamo.storage import CommitError, CommitterClosedError, GroupCommitter, Put, SqliteBackend, SyncError
+from dynamo.storage import (
+    CommitError,
+    CommitterClosedError,
+    GroupCommitter,
+    Put,
+    SqliteBackend,
+    SyncError,
+    open_group_committer,
+)
 from dynamo.storage import uring
 from dynamo.storage.uring import FsyncRing
 
@@ -180,6 +188,32 @@ def test_a_failed_background_flush_stops_the_committer_and_the_store(tmp_path):
             backend.write_batch([Put(0, b"b", b"later", b"v")])
     finally:
         backend.close()
+
+
+def test_a_ring_that_refuses_a_flush_is_dropped_and_the_loop_flushes(tmp_path, monkeypatch):
+    """SubmitError (the kernel would not take the call) is not a failed flush: the committer flushes that
+    batch with a plain fdatasync, drops the ring, and goes on."""
+    backend = SqliteBackend(tmp_path / "store.sqlite3")
+    ring = HeldRing()
+    ring.error = uring.SubmitError(errno.EPERM, "refused")
+    ring.release.set()
+    flushed = []
+    real_fdatasync = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (flushed.append(fd), real_fdatasync(fd)))
+
+    async def main():
+        async with open_group_committer(backend, in_thread=False, fsync_ring=ring) as committer:
+            await committer.put(0, b"b", b"k1", b"v")
+            assert committer.fsync_ring is None and flushed == [backend.sync_fd()]
+            await committer.put(0, b"b", b"k2", b"v")
+        return committer
+
+    try:
+        committer = trio.run(main)
+    finally:
+        backend.close()
+    assert committer.closed_cleanly and committer.background_syncs == 0
+    assert len(ring.calls) == 1 and len(flushed) == 2  # the second batch: write_batch's own flush
 
 
 def test_the_committer_flushes_through_a_real_ring(ring, tmp_path):
