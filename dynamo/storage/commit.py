@@ -57,10 +57,12 @@ flushes (fdatasync) with the loop stopped meanwhile. With one (a uring.FsyncRing
 `fsync_in_background` is on and the kernel offers io_uring), the loop commits with `write_batch_unsynced`
 and the flush of the backend's `sync_fd()` runs in the kernel's worker while the loop serves on; this
 task waits for it, then releases the batch's writers. Writes that arrive meanwhile gather in the open
-batch, so batches grow. Under the bench's puts (three nodes on two cores; five A/B pairs against the
-same code flushing from the loop) it gave 3-11% more puts/s and a lower p99, for 0-9% more CPU per put,
-with 6.0 ops per batch against 5.2. A worker thread for the flush alone measured worse than the loop:
-it must take the GIL back from the busy loop to report. Batches written from the thread flush there.
+batch, so batches grow. Under the bench's puts (three nodes on two cores, A/B pairs against the same
+code flushing from the loop): at w=quorum 3-11% more puts/s (five pairs) and a lower p99, with 6.0 ops
+per batch against 5.2; at w=all 0-2% more; at w=1 5% fewer (two pairs), whose only wait is the
+coordinator's own flush, which the handoff makes longer. CPU per put rose 0-16%: the kernel's worker
+and the extra wake-ups. A worker thread for the flush alone measured worse than the loop: it must take
+the GIL back from the busy loop to report. Batches written from the thread flush there.
 The node setting `commit_from_loop = false` (`in_thread=True`) writes every batch from the thread.
 `in_thread=False` writes every batch from the loop (tests; the memory backend always, which keeps
 simulations deterministic).
