@@ -95,6 +95,13 @@ def test_where_io_uring_cannot_be_had_open_says_why(monkeypatch):
     assert "Linux only" in uring.unavailable_reason
 
 
+@pytest.fixture
+def store(tmp_path):
+    store = SqliteBackend(tmp_path / "store.sqlite3")
+    yield store
+    store.close()  # idempotent: a test may have closed it to reopen the file
+
+
 class HeldRing:
     """A stand-in FsyncRing: each fdatasync waits until the test releases it, with an outcome."""
 
@@ -111,14 +118,13 @@ class HeldRing:
             raise self.error
 
 
-def test_the_committer_releases_writers_only_after_the_background_flush(tmp_path):
+def test_the_committer_releases_writers_only_after_the_background_flush(store):
     """A batch from the loop is committed unflushed, then flushed through the ring while the loop serves
     on: its writers wait for the flush, and writes made meanwhile gather into the next batch."""
-    backend = SqliteBackend(tmp_path / "store.sqlite3")
     ring = HeldRing()
 
     async def main():
-        committer = GroupCommitter(backend, in_thread=False, fsync_ring=ring)
+        committer = GroupCommitter(store, in_thread=False, fsync_ring=ring)
         done = []
 
         async def put(name):
@@ -129,12 +135,12 @@ def test_the_committer_releases_writers_only_after_the_background_flush(tmp_path
             await nursery.start(committer.run)
             nursery.start_soon(put, b"k1")
             await trio.testing.wait_all_tasks_blocked()
-            assert ring.calls == [backend.sync_fd()] and done == []  # committed, visible, not yet durable
-            assert backend.get(0, b"b", b"k1") == b"v"
+            assert ring.calls == [store.sync_fd()] and done == []  # committed, visible, not yet durable
+            assert store.get(0, b"b", b"k1") == b"v"
             nursery.start_soon(put, b"k2")
             nursery.start_soon(put, b"k3")
             await trio.testing.wait_all_tasks_blocked()
-            assert done == [] and backend.get(0, b"b", b"k2") is None  # waiting for the flush to end
+            assert done == [] and store.get(0, b"b", b"k2") is None  # waiting for the flush to end
             ring.release.set()
             await trio.testing.wait_all_tasks_blocked()
             assert done == [b"k1"] and len(ring.calls) == 2  # k2 and k3: one batch, one flush
@@ -144,21 +150,17 @@ def test_the_committer_releases_writers_only_after_the_background_flush(tmp_path
             await committer.aclose()
         assert committer.closed_cleanly and committer.background_syncs == 2 == committer.batches_written
 
-    try:
-        trio.run(main)
-    finally:
-        backend.close()
+    trio.run(main)
 
 
-def test_a_failed_background_flush_stops_the_committer_and_the_store(tmp_path):
+def test_a_failed_background_flush_stops_the_committer_and_the_store(store):
     """Fail-stop: the batch's writers hear CommitError, the committer's run raises SyncError (a node
     stops on it), writes queued behind fail with CommitterClosedError, and the store takes no more."""
-    backend = SqliteBackend(tmp_path / "store.sqlite3")
     ring = HeldRing()
     heard = {}
 
     async def main():
-        committer = GroupCommitter(backend, in_thread=False, fsync_ring=ring)
+        committer = GroupCommitter(store, in_thread=False, fsync_ring=ring)
 
         async def put(name):
             try:
@@ -180,20 +182,16 @@ def test_a_failed_background_flush_stops_the_committer_and_the_store(tmp_path):
         assert isinstance(error, SyncError) and "Input/output error" in str(error)
         assert not committer.closed_cleanly
 
-    try:
-        trio.run(main)
-        assert isinstance(heard[b"first"], CommitError) and isinstance(heard[b"first"].__cause__, SyncError)
-        assert isinstance(heard[b"behind"], CommitterClosedError)
-        with pytest.raises(SyncError):
-            backend.write_batch([Put(0, b"b", b"later", b"v")])
-    finally:
-        backend.close()
+    trio.run(main)
+    assert isinstance(heard[b"first"], CommitError) and isinstance(heard[b"first"].__cause__, SyncError)
+    assert isinstance(heard[b"behind"], CommitterClosedError)
+    with pytest.raises(SyncError):
+        store.write_batch([Put(0, b"b", b"later", b"v")])
 
 
-def test_a_ring_that_refuses_a_flush_is_dropped_and_the_loop_flushes(tmp_path, monkeypatch):
+def test_a_ring_that_refuses_a_flush_is_dropped_and_the_loop_flushes(store, monkeypatch):
     """SubmitError (the kernel would not take the call) is not a failed flush: the committer flushes that
     batch with a plain fdatasync, drops the ring, and goes on."""
-    backend = SqliteBackend(tmp_path / "store.sqlite3")
     ring = HeldRing()
     ring.error = uring.SubmitError(errno.EPERM, "refused")
     ring.release.set()
@@ -202,26 +200,22 @@ def test_a_ring_that_refuses_a_flush_is_dropped_and_the_loop_flushes(tmp_path, m
     monkeypatch.setattr(os, "fdatasync", lambda fd: (flushed.append(fd), real_fdatasync(fd)))
 
     async def main():
-        async with open_group_committer(backend, in_thread=False, fsync_ring=ring) as committer:
+        async with open_group_committer(store, in_thread=False, fsync_ring=ring) as committer:
             await committer.put(0, b"b", b"k1", b"v")
-            assert committer.fsync_ring is None and flushed == [backend.sync_fd()]
+            assert committer.fsync_ring is None and flushed == [store.sync_fd()]
             await committer.put(0, b"b", b"k2", b"v")
         return committer
 
-    try:
-        committer = trio.run(main)
-    finally:
-        backend.close()
+    committer = trio.run(main)
     assert committer.closed_cleanly and committer.background_syncs == 0
     assert len(ring.calls) == 1 and len(flushed) == 2  # the second batch: write_batch's own flush
 
 
-def test_the_committer_flushes_through_a_real_ring(ring, tmp_path):
-    backend = SqliteBackend(tmp_path / "store.sqlite3")
+def test_the_committer_flushes_through_a_real_ring(ring, store, tmp_path):
     names = [b"k%03d" % number for number in range(100)]
 
     async def main():
-        committer = GroupCommitter(backend, in_thread=False, fsync_ring=ring)
+        committer = GroupCommitter(store, in_thread=False, fsync_ring=ring)
         async with trio.open_nursery() as nursery:
             await nursery.start(committer.run)
             async with trio.open_nursery() as writers:
@@ -230,10 +224,8 @@ def test_the_committer_flushes_through_a_real_ring(ring, tmp_path):
             await committer.aclose()
         return committer
 
-    try:
-        committer = trio.run(main)
-    finally:
-        backend.close()
+    committer = trio.run(main)
+    store.close()
     assert committer.closed_cleanly and committer.ops_written == 100
     assert 1 <= committer.background_syncs == committer.batches_written < 100
     with SqliteBackend(tmp_path / "store.sqlite3") as reopened:
