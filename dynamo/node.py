@@ -55,7 +55,6 @@ from dynamo.service.ownership import TRANSFER_TYPE, build_ownership
 from dynamo.service.replica import Replica
 from dynamo.stats import Stats
 from dynamo.storage import Backend, GroupCommitter, HintStore, MemoryBackend, SqliteBackend, StorageError, uring
-from dynamo.storage.uring import FsyncRing
 
 IDENTITY_FILE = "node.json"
 STORE_FILE = "store.sqlite3"
@@ -168,7 +167,7 @@ class Node:
             raise ConfigError(f"bucket defaults: {error}") from None
         self.registry = BucketRegistry(defaults, config.node_id)
         self.started = trio.Event()
-        self._fsync_ring: FsyncRing | None = None
+        self._fsync_ring: uring.FsyncRing | None = None
 
     @property
     def http_port(self) -> int:
@@ -223,12 +222,12 @@ class Node:
                 self._fsync_ring.close()
             self.log.info("stopped")
 
-    def _open_fsync_ring(self, backend: Backend) -> FsyncRing | None:
+    def _open_fsync_ring(self, backend: Backend) -> uring.FsyncRing | None:
         """The io_uring that flushes the loop's commits in the background, when configured and available."""
         config = self.config
         if not (backend.blocking and config.commit_from_loop and config.fsync_in_background):
             return None
-        ring = FsyncRing.open()
+        ring = uring.FsyncRing.open()
         if ring is None:
             self.log.info("commits are flushed from the event loop: %s", uring.unavailable_reason)
         else:

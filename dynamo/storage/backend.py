@@ -220,8 +220,9 @@ class Backend(abc.ABC):
         return None
 
     def sync_failed(self, error: OSError) -> SyncError:
-        """Record that an fdatasync of `sync_fd()` failed: from then on every write raises SyncError (what
-        was committed since the last good flush may be lost). Returns the SyncError to raise."""
+        """Record that an fdatasync of `sync_fd()` failed and return the SyncError to raise. A backend
+        with a sync_fd must then make every later write raise SyncError (what it committed since the last
+        good flush may be lost); this default, for backends without one, only builds the error."""
         return SyncError(f"fdatasync failed: {error}")
 
     def write_batch_unsynced(self, ops: Sequence[Op]) -> None:

@@ -76,20 +76,21 @@ class FsyncRing:
         try:
             sq_entries, cq_entries = struct.unpack_from("=II", params, 0)
             # struct io_sqring_offsets at byte 40: head tail ring_mask ring_entries flags dropped array
-            sq_head, sq_tail, sq_mask, _, _, _, sq_array = struct.unpack_from("=7I", params, 40)
+            # (the head is not needed: with one call in flight the queue never fills)
+            _, sq_tail, sq_mask, _, _, _, sq_array = struct.unpack_from("=7I", params, 40)
             # struct io_cqring_offsets at byte 80: head tail ring_mask ring_entries overflow cqes
             cq_head, cq_tail, cq_mask, _, _, cqes = struct.unpack_from("=6I", params, 80)
             shared = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
             self._sq = self._map(sq_array + sq_entries * _U32.size, shared, _OFF_SQ_RING)
             self._cq = self._map(cqes + cq_entries * _CQE.size, shared, _OFF_CQ_RING)
             self._sqes = self._map(sq_entries * _SQE.size, shared, _OFF_SQES)
-            self._sq_head, self._sq_tail, self._sq_array = sq_head, sq_tail, sq_array
+            self._sq_tail, self._sq_array = sq_tail, sq_array
             self._sq_mask = _U32.unpack_from(self._sq, sq_mask)[0]
             self._cq_head, self._cq_tail, self._cqes = cq_head, cq_tail, cqes
             self._cq_mask = _U32.unpack_from(self._cq, cq_mask)[0]
             self._eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             event_fd = ctypes.c_int32(self._eventfd)
-            if self._syscall(_SYS_REGISTER, fd, _REGISTER_EVENTFD, ctypes.byref(event_fd), 1) < 0:
+            if libc.syscall(_SYS_REGISTER, fd, _REGISTER_EVENTFD, ctypes.byref(event_fd), 1) < 0:
                 raise OSError(ctypes.get_errno(), "io_uring_register(EVENTFD) failed")
         except BaseException:
             self.close()
@@ -120,9 +121,6 @@ class FsyncRing:
         area = mmap.mmap(self._fd, length, flags, mmap.PROT_READ | mmap.PROT_WRITE, offset=offset)
         self._maps.append(area)
         return area
-
-    def _syscall(self, *args) -> int:
-        return self._libc.syscall(*args)
 
     async def fdatasync(self, fd: int) -> None:
         """fdatasync(fd) in the kernel's worker while the loop goes on; raises OSError as os.fdatasync
@@ -158,7 +156,7 @@ class FsyncRing:
         _U32.pack_into(sq, self._sq_array + index * _U32.size, index)
         _U32.pack_into(sq, self._sq_tail, (tail + 1) & 0xFFFFFFFF)
         while True:
-            submitted = self._syscall(_SYS_ENTER, self._fd, 1, 0, 0, None, 0)
+            submitted = self._libc.syscall(_SYS_ENTER, self._fd, 1, 0, 0, None, 0)
             if submitted == 1:
                 return user_data
             code = ctypes.get_errno()
